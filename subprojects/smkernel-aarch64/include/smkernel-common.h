@@ -1,0 +1,198 @@
+/*
+ * smkernel — pre-built guest assets (kernel, agent, helpers) for the supermachine microVM
+ * runtime, embedded compressed in the library and extracted with libarchive.
+ *
+ * This header is the API both per-arch sub-libraries share. Include <smkernel.h>, which picks
+ * the header of the library built for your target; it includes this one.
+ *
+ * Conventions, for every function below unless its comment says otherwise:
+ *  - returns 0 on success or a negative errno (-EINVAL, -ENOENT, ...); smk_strerror() names it;
+ *  - never prints, never aborts, keeps no mutable global state; safe to call from any thread;
+ *  - "path" arguments are ordinary file system paths, relative to the current directory or
+ *    absolute; NULL or "" is -EINVAL.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef SMKERNEL_COMMON_H
+#define SMKERNEL_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The one place the version lives: the Meson projects read these with cc.get_define(). */
+#define SMK_VERSION_MAJOR 0
+#define SMK_VERSION_MINOR 1
+#define SMK_VERSION_PATCH 0
+
+#define SMK_STRINGIFY_(x) #x
+#define SMK_STRINGIFY(x) SMK_STRINGIFY_(x)
+#define SMK_VERSION_STRING                                                                         \
+    SMK_STRINGIFY(SMK_VERSION_MAJOR) "." SMK_STRINGIFY(SMK_VERSION_MINOR) "." SMK_STRINGIFY(      \
+        SMK_VERSION_PATCH)
+
+#if defined(SMK_STATIC_BUILD) || !(defined(__GNUC__) || defined(__clang__))
+#define SMK_API
+#else
+#define SMK_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * Asset ids. The numbering is the same on every arch so that ids can be stored and passed
+ * around; an arch ships only some of them (smk_asset_get() returns NULL for the others).
+ */
+enum smk_asset_id {
+    SMK_ASSET_KERNEL = 0,             /* both: x86_64 bzImage, aarch64 raw arm64 Image */
+    SMK_ASSET_SUPERMACHINE_AGENT = 1, /* both: static in-guest agent */
+    SMK_ASSET_BUSYBOX = 2,            /* x86_64: static busybox for the initramfs */
+    SMK_ASSET_INIT_OCI = 3,           /* aarch64: static PID-1 shim */
+    SMK_ASSET_SMPARK_KO = 4,          /* aarch64: vCPU parking kernel module */
+};
+#define SMK_ASSET_ID_COUNT 5
+
+/* Everything known about one embedded asset. All pointers refer to read-only static data. */
+struct smk_asset {
+    enum smk_asset_id id;
+    const char *name;          /* asset name: "kernel", "supermachine-agent", "busybox", ... */
+    const char *file_name;     /* conventional file name: "bzImage", "Image", "smpark.ko", ... */
+    const unsigned char *blob; /* the embedded compressed bytes */
+    size_t blob_size;          /* their length */
+    const char *codec;         /* how they are compressed, as libarchive names the filter */
+    uint64_t size;             /* decompressed length in bytes */
+    unsigned char sha256[32];  /* SHA-256 of the decompressed bytes */
+    const char *sha256_hex;    /* the same, 64 lowercase hex digits */
+    unsigned int mode;         /* permission bits extraction gives the file: 0755 or 0644 */
+    const char *version;       /* upstream or project version of the asset */
+    const char *license;       /* SPDX license expression */
+    const char *source;        /* where the bytes come from (package and version, or sources) */
+};
+
+/* The asset with this id, or NULL if the id is unknown or this arch does not ship it. */
+SMK_API const struct smk_asset *smk_asset_get(enum smk_asset_id id);
+
+/* The asset with this name ("kernel", "smpark.ko", ...) or file name ("bzImage"), or NULL. */
+SMK_API const struct smk_asset *smk_asset_find(const char *name);
+
+/* Every asset this arch ships, in id order; *count receives their number (count may be NULL). */
+SMK_API const struct smk_asset *const *smk_assets(size_t *count);
+
+/* Flags for smk_extract(). */
+#define SMK_EXTRACT_PARENTS 0x1u /* create missing parent directories (0755), like mkdir -p */
+
+/*
+ * Write the decompressed asset to path, replacing any existing file.
+ *
+ * The bytes are streamed in constant memory into a temporary file in path's directory, flushed
+ * with fsync, checked against the asset's SHA-256, given the asset's mode and renamed over
+ * path. A reader of path sees the old file or the complete new one, never a partial one; on any
+ * failure path is left as it was and no temporary file remains. Concurrent extractions of the
+ * same asset to one path from many threads or processes all succeed with the right bytes.
+ *
+ * Returns 0, or:
+ *  -EINVAL   path NULL or empty, unknown flags, or id out of range
+ *  -ENOENT   id not shipped on this arch, or a parent directory is missing (without
+ *            SMK_EXTRACT_PARENTS)
+ *  -EISDIR   path names a directory
+ *  -ENOTDIR  a component of the parent path is not a directory
+ *  -EACCES / -EPERM / -EROFS   the directory cannot be written
+ *  -ENOSPC / -EDQUOT / -EFBIG / -EIO   writing failed (the target is untouched)
+ *  -ENAMETOOLONG   path too long
+ *  -EBADMSG  the embedded blob is corrupt (decoding failed or digest mismatch)
+ *  -ENOMEM   out of memory
+ */
+SMK_API int smk_extract(enum smk_asset_id id, const char *path, unsigned int flags);
+
+/* The seed's API: the same as smk_extract() for one asset, without or with SMK_EXTRACT_PARENTS.
+ * "Overwrites any existing file; the parent dir must exist" (the _with_parents form creates it). */
+SMK_API int smk_extract_kernel_to(const char *path);
+SMK_API int smk_extract_kernel_to_with_parents(const char *path);
+SMK_API int smk_extract_supermachine_agent_to(const char *path);
+SMK_API int smk_extract_supermachine_agent_to_with_parents(const char *path);
+
+/*
+ * Decompress the asset into buf (no file system involved: e.g. straight into guest memory).
+ * buf_size must be at least the asset's size (SMK_<ASSET>_LEN or smk_asset_get()->size); the
+ * digest is checked before returning 0. Returns 0, -EINVAL (NULL buf, bad id), -ENOENT (not on
+ * this arch), -ENOBUFS (buf_size too small; nothing written), -EBADMSG (corrupt blob: buf's
+ * contents are then unspecified), -ENOMEM.
+ */
+SMK_API int smk_decompress(enum smk_asset_id id, void *buf, size_t buf_size);
+
+/*
+ * Stream the decompressed asset to a callback, in chunks of at most 1 MiB, in constant memory.
+ * write_cb returns 0 to continue or a negative errno to stop (which smk_stream returns). The
+ * digest is checked after the last chunk: on -EBADMSG the bytes already delivered are wrong.
+ */
+typedef int (*smk_write_fn)(void *ctx, const void *data, size_t len);
+SMK_API int smk_stream(enum smk_asset_id id, smk_write_fn write_cb, void *ctx);
+
+/*
+ * Check a file on disk against the asset: 0 if it holds exactly the asset's bytes, -EBADMSG if
+ * it differs (size or digest), -ENOENT / -EACCES / -EISDIR ... if it cannot be read.
+ */
+SMK_API int smk_verify_file(enum smk_asset_id id, const char *path);
+
+/*
+ * The path of the asset in the per-user cache, extracting it there first if needed.
+ *
+ * The cache root is $SMKERNEL_CACHE_DIR, else $XDG_CACHE_HOME/smkernel, else
+ * $HOME/.cache/smkernel (relative values of the XDG and HOME forms are ignored, as the XDG spec
+ * says); the asset lives at ROOT/<version>-<arch>/<sha256 prefix>/<file_name>, so libraries of
+ * different versions or blobs never share a file. The first call extracts (atomically, as
+ * smk_extract); later calls from any process only lstat() the file and check its owner, type,
+ * mode, size and the modification time extraction stamped on it, re-extracting when any of
+ * those is off. The root is created 0700; an existing root or subdirectory that is not owned by
+ * this user or is writable by group or others is refused with -EPERM rather than used.
+ *
+ * Writes the NUL-terminated path into buf. Returns 0, -ERANGE if buf_size is too small (nothing
+ * useful in buf), -ENOENT if no cache root can be determined (no variable set and no home
+ * directory), -EPERM for an untrusted directory, or any error of smk_extract().
+ */
+SMK_API int smk_asset_path(enum smk_asset_id id, char *buf, size_t buf_size);
+
+/* The cache root smk_asset_path() would use (not created). Returns 0, -ERANGE, -ENOENT. */
+SMK_API int smk_cache_dir(char *buf, size_t buf_size);
+
+/* One extra file for smk_write_initramfs(): from a host file, or from memory when host_path
+ * is NULL. Parent directories of guest_path are added as needed (0755). */
+struct smk_initramfs_file {
+    const char *guest_path; /* absolute path inside the initramfs, e.g. "/bin/tool" */
+    const char *host_path;  /* file to copy, or NULL to use data/size */
+    const void *data;
+    size_t size;
+    unsigned int mode; /* permission bits, e.g. 0755 */
+};
+
+/*
+ * Write a bootable initramfs (cpio "newc", uncompressed, byte-for-byte reproducible) for this
+ * arch's kernel to path, atomically as smk_extract() does (flags: SMK_EXTRACT_PARENTS).
+ *  x86_64:  /init (shell script run by busybox: overlayfs root, switch_root, starts the agent),
+ *           /bin/busybox, /sbin/supermachine-agent
+ *  aarch64: /init (init-oci), /sbin/supermachine-agent, /lib/modules/smpark.ko
+ * plus /dev/console and the usual empty directories, then the n_extra caller files, which may
+ * add to or replace those. Returns 0, the errors of smk_extract(), -EINVAL for a bad extra entry
+ * (relative guest_path, "..", NULL data with size > 0), and errors reading a host_path.
+ */
+SMK_API int smk_write_initramfs(const char *path, const struct smk_initramfs_file *extra,
+                                size_t n_extra, unsigned int flags);
+
+/* A short English description of a negative errno this library returned. Never NULL. */
+SMK_API const char *smk_strerror(int err);
+
+/* The library's version, "MAJOR.MINOR.PATCH". */
+SMK_API const char *smk_version(void);
+
+/* The guest arch this library ships assets for: "x86_64" or "aarch64". */
+SMK_API const char *smk_arch(void);
+
+/* The kernel command line the shipped kernel is tuned for (console, quiet boot); append yours. */
+SMK_API const char *smk_kernel_cmdline(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SMKERNEL_COMMON_H */

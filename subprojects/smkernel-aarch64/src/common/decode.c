@@ -1,0 +1,191 @@
+/* Decompression of the embedded blobs through libarchive. SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <nettle/sha2.h>
+
+#include "internal.h"
+
+/*
+ * libarchive's "raw" format hands back the filter's output as one entry. Only the filter the
+ * blob needs is enabled, so a corrupt header cannot steer libarchive into another decoder.
+ */
+static int enable_filter(struct archive *ar, const char *codec)
+{
+    if (strcmp(codec, "zstd") == 0)
+        return archive_read_support_filter_zstd(ar);
+    if (strcmp(codec, "xz") == 0)
+        return archive_read_support_filter_xz(ar);
+    if (strcmp(codec, "lz4") == 0)
+        return archive_read_support_filter_lz4(ar);
+    if (strcmp(codec, "gzip") == 0)
+        return archive_read_support_filter_gzip(ar);
+    if (strcmp(codec, "none") == 0)
+        return ARCHIVE_OK;
+    return ARCHIVE_FATAL;
+}
+
+int smk__decode(const struct smk_asset *a, smk_write_fn cb, void *ctx)
+{
+    struct archive *ar = archive_read_new();
+    if (!ar)
+        return -ENOMEM;
+
+    int ret = -EBADMSG;
+    if (enable_filter(ar, a->codec) != ARCHIVE_OK ||
+        archive_read_support_format_raw(ar) != ARCHIVE_OK) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    if (archive_read_open_memory(ar, a->blob, a->blob_size) != ARCHIVE_OK) {
+        ret = archive_errno(ar) == ENOMEM ? -ENOMEM : -EBADMSG;
+        goto out;
+    }
+    struct archive_entry *entry;
+    if (archive_read_next_header(ar, &entry) != ARCHIVE_OK)
+        goto out;
+
+    struct sha256_ctx sha;
+    sha256_init(&sha);
+    uint64_t total = 0;
+    for (;;) {
+        const void *chunk;
+        size_t len;
+        la_int64_t offset;
+        int r = archive_read_data_block(ar, &chunk, &len, &offset);
+        if (r == ARCHIVE_EOF)
+            break;
+        if (r != ARCHIVE_OK || (uint64_t)offset != total) {
+            ret = archive_errno(ar) == ENOMEM ? -ENOMEM : -EBADMSG;
+            goto out;
+        }
+        /* A blob that inflates past its manifest size is corrupt; stop before passing it on. */
+        if (len > a->size - total)
+            goto out;
+        sha256_update(&sha, len, chunk);
+        total += len;
+        /* The filter's blocks are bounded by its own buffer; split anyway so callers can rely
+         * on SMK_CHUNK. */
+        for (size_t done = 0; done < len;) {
+            size_t n = len - done < SMK_CHUNK ? len - done : SMK_CHUNK;
+            int cr = cb(ctx, (const unsigned char *)chunk + done, n);
+            if (cr != 0) {
+                ret = cr < 0 ? cr : -EIO;
+                goto out;
+            }
+            done += n;
+        }
+    }
+    unsigned char digest[SHA256_DIGEST_SIZE];
+    sha256_digest(&sha, sizeof digest, digest);
+    if (total == a->size && memcmp(digest, a->sha256, sizeof digest) == 0)
+        ret = 0;
+out:
+    archive_read_free(ar);
+    return ret;
+}
+
+int smk_stream(enum smk_asset_id id, smk_write_fn write_cb, void *ctx)
+{
+    int err;
+    const struct smk_asset *a = smk__lookup(id, &err);
+    if (!a)
+        return err;
+    if (!write_cb)
+        return -EINVAL;
+    return smk__decode(a, write_cb, ctx);
+}
+
+struct membuf {
+    unsigned char *p;
+    size_t used;
+};
+
+static int to_buffer(void *ctx, const void *data, size_t len)
+{
+    struct membuf *m = ctx;
+    memcpy(m->p + m->used, data, len);
+    m->used += len;
+    return 0;
+}
+
+int smk_decompress(enum smk_asset_id id, void *buf, size_t buf_size)
+{
+    int err;
+    const struct smk_asset *a = smk__lookup(id, &err);
+    if (!a)
+        return err;
+    if (!buf)
+        return -EINVAL;
+    /* smk__decode never passes more than a->size bytes, so this check makes to_buffer safe. */
+    if (buf_size < a->size)
+        return -ENOBUFS;
+    struct membuf m = {buf, 0};
+    return smk__decode(a, to_buffer, &m);
+}
+
+int smk_verify_file(enum smk_asset_id id, const char *path)
+{
+    int err;
+    const struct smk_asset *a = smk__lookup(id, &err);
+    if (!a)
+        return err;
+    if (!path || !*path)
+        return -EINVAL;
+
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    int ret = 0;
+    if (fstat(fd, &st) != 0) {
+        ret = -errno;
+        goto out;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        ret = -EISDIR;
+        goto out;
+    }
+    /* A FIFO or device would block or never end: only a regular file can hold an asset. */
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != a->size) {
+        ret = -EBADMSG;
+        goto out;
+    }
+    unsigned char *buf = malloc(SMK_CHUNK);
+    if (!buf) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    struct sha256_ctx sha;
+    sha256_init(&sha);
+    uint64_t total = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf, SMK_CHUNK);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            ret = -errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        sha256_update(&sha, (size_t)n, buf);
+        total += (uint64_t)n;
+    }
+    free(buf);
+    if (ret == 0) {
+        unsigned char digest[SHA256_DIGEST_SIZE];
+        sha256_digest(&sha, sizeof digest, digest);
+        if (total != a->size || memcmp(digest, a->sha256, sizeof digest) != 0)
+            ret = -EBADMSG;
+    }
+out:
+    close(fd);
+    return ret;
+}

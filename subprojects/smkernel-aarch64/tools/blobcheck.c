@@ -1,0 +1,140 @@
+/*
+ * blobcheck MANIFEST STAMP: the build step that refuses a blob not matching its manifest row.
+ * Each blob is decoded with libarchive (as the library will at run time) and its compressed
+ * size, decompressed size and SHA-256 compared with blobs/MANIFEST.tsv. On success STAMP is
+ * written, so the check reruns only when the manifest or a blob changes.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <nettle/sha2.h>
+
+static int check_row(const char *manifest, const char *dir, int line, char *row)
+{
+    char *cell[10];
+    int n = 0;
+    for (char *p = row; n < 10; n++) {
+        cell[n] = p;
+        p = strchr(p, '\t');
+        if (!p) {
+            n++;
+            break;
+        }
+        *p++ = '\0';
+    }
+    if (n != 10) {
+        fprintf(stderr, "blobcheck: %s:%d: %d columns, want 10\n", manifest, line, n);
+        return 1;
+    }
+    const char *blob = cell[2], *want_hex = cell[5];
+    unsigned long long want_size = strtoull(cell[3], NULL, 10);
+    unsigned long long want_blob = strtoull(cell[4], NULL, 10);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, blob);
+
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        fprintf(stderr, "blobcheck: %s: %s (listed in %s:%d)\n", path, strerror(errno),
+                manifest, line);
+        return 1;
+    }
+    if ((unsigned long long)st.st_size != want_blob) {
+        fprintf(stderr,
+                "blobcheck: %s does not match its manifest: %llu compressed bytes, %s:%d says "
+                "%llu\n",
+                path, (unsigned long long)st.st_size, manifest, line, want_blob);
+        return 1;
+    }
+
+    struct archive *ar = archive_read_new();
+    archive_read_support_filter_all(ar);
+    archive_read_support_format_raw(ar);
+    struct archive_entry *e;
+    if (archive_read_open_filename(ar, path, 1 << 16) != ARCHIVE_OK ||
+        archive_read_next_header(ar, &e) != ARCHIVE_OK) {
+        fprintf(stderr, "blobcheck: %s: cannot decode: %s\n", path, archive_error_string(ar));
+        archive_read_free(ar);
+        return 1;
+    }
+    struct sha256_ctx sha;
+    sha256_init(&sha);
+    unsigned long long total = 0;
+    static unsigned char buf[1 << 16];
+    la_ssize_t got;
+    while ((got = archive_read_data(ar, buf, sizeof buf)) > 0) {
+        sha256_update(&sha, (size_t)got, buf);
+        total += (unsigned long long)got;
+    }
+    int bad = got < 0;
+    if (bad)
+        fprintf(stderr, "blobcheck: %s: corrupt: %s\n", path, archive_error_string(ar));
+    archive_read_free(ar);
+    if (bad)
+        return 1;
+
+    unsigned char d[SHA256_DIGEST_SIZE];
+    char hex[2 * SHA256_DIGEST_SIZE + 1];
+    sha256_digest(&sha, sizeof d, d);
+    for (int i = 0; i < SHA256_DIGEST_SIZE; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    if (total != want_size || strcmp(hex, want_hex) != 0) {
+        fprintf(stderr,
+                "blobcheck: %s does not match its manifest (%s:%d):\n"
+                "  decoded: %llu bytes, sha256 %s\n  manifest: %llu bytes, sha256 %s\n"
+                "Rebuild the blobs with assets/build, or restore them from git.\n",
+                path, manifest, line, total, hex, want_size, want_hex);
+        return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: blobcheck MANIFEST STAMP\n");
+        return 2;
+    }
+    const char *manifest = argv[1];
+    FILE *f = fopen(manifest, "r");
+    if (!f) {
+        fprintf(stderr, "blobcheck: %s: %s\n", manifest, strerror(errno));
+        return 1;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", manifest);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        strcpy(dir, ".");
+
+    char line[8192];
+    int n = 0, bad = 0, rows = 0;
+    while (fgets(line, sizeof line, f)) {
+        n++;
+        line[strcspn(line, "\r\n")] = '\0';
+        if (n == 1 || line[0] == '\0' || line[0] == '#')
+            continue;
+        rows++;
+        bad |= check_row(manifest, dir, n, line);
+    }
+    fclose(f);
+    if (rows == 0) {
+        fprintf(stderr, "blobcheck: %s lists no blobs\n", manifest);
+        return 1;
+    }
+    if (bad)
+        return 1;
+    FILE *s = fopen(argv[2], "w");
+    if (!s || fprintf(s, "%d blobs match %s\n", rows, manifest) < 0 || fclose(s) != 0) {
+        fprintf(stderr, "blobcheck: cannot write %s\n", argv[2]);
+        return 1;
+    }
+    return 0;
+}
