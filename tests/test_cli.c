@@ -1,0 +1,228 @@
+/*
+ * CLI tests (Check): run the smkernel binary ($SMKERNEL_CLI, through $SMK_TEST_WRAPPER when
+ * cross-built) and check exit codes, output and the files it writes. SPDX-License-Identifier: MIT
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <check.h>
+
+#include <smkernel.h>
+
+static char tmp[256];
+static char out[1 << 16], err[1 << 16];
+
+static void slurp(const char *path, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, size - 1, f) : 0;
+    buf[n] = '\0';
+    if (f)
+        fclose(f);
+}
+
+/* Run the CLI with the given arguments (NULL-terminated); returns its exit status. */
+static int run(const char *first, ...)
+{
+    char *argv[64];
+    int n = 0;
+    char *wrapper = getenv("SMK_TEST_WRAPPER") ? strdup(getenv("SMK_TEST_WRAPPER")) : NULL;
+    for (char *w = wrapper ? strtok(wrapper, " ") : NULL; w; w = strtok(NULL, " "))
+        argv[n++] = w;
+    argv[n++] = getenv("SMKERNEL_CLI");
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a && n < 62; a = va_arg(ap, const char *))
+        argv[n++] = (char *)a;
+    va_end(ap);
+    argv[n] = NULL;
+
+    char o[300], e[300];
+    snprintf(o, sizeof o, "%s/.out", tmp);
+    snprintf(e, sizeof e, "%s/.err", tmp);
+    pid_t p = fork();
+    ck_assert_int_ge(p, 0);
+    if (p == 0) {
+        int fo = open(o, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fe = open(e, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(p, &st, 0), p);
+    free(wrapper);
+    slurp(o, out, sizeof out);
+    slurp(e, err, sizeof err);
+    ck_assert(WIFEXITED(st));
+    return WEXITSTATUS(st);
+}
+
+static char *at(const char *rel)
+{
+    static char buf[4][600];
+    static int i;
+    char *p = buf[i++ % 4];
+    snprintf(p, 600, "%s/%s", tmp, rel);
+    return p;
+}
+
+static void setup(void)
+{
+    snprintf(tmp, sizeof tmp, "/tmp/smk-cli-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmp));
+    ck_assert_ptr_nonnull(getenv("SMKERNEL_CLI"));
+}
+
+static void teardown(void)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+START_TEST(test_help_and_version)
+{
+    ck_assert_int_eq(run("--help", NULL), 0);
+    ck_assert(strstr(out, "usage: smkernel") != NULL);
+    ck_assert_int_eq(run("--version", NULL), 0);
+    ck_assert(strstr(out, smk_version()) != NULL);
+    ck_assert(strstr(out, smk_arch()) != NULL);
+    ck_assert_int_eq(run(NULL), 2);
+    ck_assert(strstr(err, "missing command") != NULL);
+    ck_assert_int_eq(run("frobnicate", NULL), 2);
+    ck_assert(strstr(err, "unknown command 'frobnicate'") != NULL);
+}
+END_TEST
+
+START_TEST(test_list)
+{
+    ck_assert_int_eq(run("list", NULL), 0);
+    size_t n;
+    const struct smk_asset *const *list = smk_assets(&n);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(strstr(out, list[i]->name) && strstr(out, list[i]->sha256_hex) &&
+                          strstr(out, list[i]->license),
+                      "list lacks %s", list[i]->name);
+    }
+    ck_assert_int_eq(run("list", "extra", NULL), 2);
+}
+END_TEST
+
+START_TEST(test_extract_and_verify)
+{
+    ck_assert_int_eq(run("extract", "kernel", at("k"), NULL), 0);
+    ck_assert_int_eq(smk_verify_file(SMK_ASSET_KERNEL, at("k")), 0);
+    ck_assert_int_eq(run("verify", "kernel", at("k"), NULL), 0);
+    ck_assert(strstr(out, "OK") != NULL);
+    /* By file name too. */
+    const char *file = smk_asset_get(SMK_ASSET_KERNEL)->file_name;
+    ck_assert_int_eq(run("verify", file, at("k"), NULL), 0);
+    ck_assert_int_eq(run("verify", "supermachine-agent", at("k"), NULL), 1);
+    ck_assert(strstr(err, "does not hold supermachine-agent") != NULL);
+    ck_assert_int_eq(run("verify", "kernel", at("none"), NULL), 1);
+    ck_assert_int_eq(run("extract", "kernel", at("a/b/k"), NULL), 1);
+    ck_assert(strstr(err, "cannot write") != NULL);
+    ck_assert_int_eq(run("extract", "--parents", "kernel", at("a/b/k"), NULL), 0);
+    ck_assert_int_eq(smk_verify_file(SMK_ASSET_KERNEL, at("a/b/k")), 0);
+    ck_assert_int_eq(run("extract", "no-such", at("x"), NULL), 2);
+    ck_assert(strstr(err, "unknown asset 'no-such'") != NULL);
+    ck_assert_int_eq(run("extract", "kernel", NULL), 2);
+    ck_assert_int_eq(run("extract", "kernel", tmp, NULL), 1);
+    ck_assert(strstr(err, "directory") != NULL);
+}
+END_TEST
+
+START_TEST(test_extract_all)
+{
+    ck_assert_int_eq(run("extract", "--all", at("all/dir"), NULL), 0);
+    size_t n;
+    const struct smk_asset *const *list = smk_assets(&n);
+    for (size_t i = 0; i < n; i++) {
+        char p[700];
+        snprintf(p, sizeof p, "%s/all/dir/%s", tmp, list[i]->file_name);
+        ck_assert_int_eq(smk_verify_file(list[i]->id, p), 0);
+        ck_assert(strstr(out, p) != NULL);
+        struct stat st;
+        ck_assert_int_eq(stat(p, &st), 0);
+        ck_assert_uint_eq(st.st_mode & 07777, list[i]->mode);
+    }
+    ck_assert_int_eq(run("extract", "--all", NULL), 2);
+}
+END_TEST
+
+START_TEST(test_path)
+{
+    setenv("SMKERNEL_CACHE_DIR", at("cache"), 1);
+    ck_assert_int_eq(run("path", "supermachine-agent", NULL), 0);
+    out[strcspn(out, "\n")] = '\0';
+    ck_assert_int_eq(smk_verify_file(SMK_ASSET_SUPERMACHINE_AGENT, out), 0);
+    char first[1024];
+    snprintf(first, sizeof first, "%s", out);
+    ck_assert_int_eq(run("path", "supermachine-agent", NULL), 0);
+    out[strcspn(out, "\n")] = '\0';
+    ck_assert_str_eq(out, first);
+    ck_assert_int_eq(chmod(at("cache"), 0777), 0);
+    ck_assert_int_eq(run("path", "kernel", NULL), 1);
+    ck_assert(strstr(err, "not permitted") != NULL);
+    unsetenv("SMKERNEL_CACHE_DIR");
+}
+END_TEST
+
+START_TEST(test_initramfs)
+{
+    FILE *f = fopen(at("hello"), "w");
+    fputs("hello\n", f);
+    fclose(f);
+    char add[700];
+    snprintf(add, sizeof add, "%s:/opt/hello:0755", at("hello"));
+    ck_assert_int_eq(run("initramfs", "--add", add, at("initrd"), NULL), 0);
+    struct stat st;
+    ck_assert_int_eq(stat(at("initrd"), &st), 0);
+    ck_assert_int_gt(st.st_size, (off_t)smk_asset_get(SMK_ASSET_SUPERMACHINE_AGENT)->size);
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "cpio -it < '%s' 2>/dev/null | grep -qx opt/hello", at("initrd"));
+    ck_assert_int_eq(system(cmd), 0);
+    ck_assert_int_eq(run("initramfs", "--add", "nocolon", at("i2"), NULL), 2);
+    ck_assert_int_eq(run("initramfs", "--add", "/x:relative", at("i2"), NULL), 2);
+    ck_assert_int_eq(run("initramfs", "--add", "/nonexistent:/x", at("i2"), NULL), 1);
+    ck_assert_int_eq(access(at("i2"), F_OK), -1);
+    ck_assert_int_eq(run("initramfs", NULL), 2);
+}
+END_TEST
+
+START_TEST(test_cmdline)
+{
+    ck_assert_int_eq(run("cmdline", NULL), 0);
+    ck_assert(strstr(out, smk_kernel_cmdline()) != NULL);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("smkernel cli");
+    TCase *tc = tcase_create("commands");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_help_and_version);
+    tcase_add_test(tc, test_list);
+    tcase_add_test(tc, test_extract_and_verify);
+    tcase_add_test(tc, test_extract_all);
+    tcase_add_test(tc, test_path);
+    tcase_add_test(tc, test_initramfs);
+    tcase_add_test(tc, test_cmdline);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
