@@ -1,0 +1,442 @@
+#!/usr/bin/env python3
+"""Boot a guest kernel + initramfs under qemu and drive the agent through the
+host-built supermachine-agent's client mode.
+
+    boot.py --arch x86_64|aarch64 --kernel K --initramfs I --client AGENT
+            [--cmdline-file F] [--append EXTRA] [--qemu BIN] [--accel tcg|kvm]
+            [--smp N] [--mem MB] [--repeat N] [--smpark] [--timeout S] [--keep]
+
+Every step prints one line, PASS or FAIL. The last line of the output is always
+"N passed, N failed". Exit status 0 only if every step passed; a test that
+cannot run (no qemu, no kernel, ...) FAILS with a message, it never skips.
+See tests/boot/README.md. Python 3 standard library only.
+"""
+import argparse
+import os
+import random
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+DEFAULT_CMDLINE = {
+    "x86_64": "console=ttyS0 reboot=t panic=-1 quiet 8250.nr_uarts=1 pci=off",
+    "aarch64": "console=ttyAMA0 panic=-1 quiet",
+}
+QEMU = {"x86_64": "qemu-system-x86_64", "aarch64": "qemu-system-aarch64"}
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PORT_NAME = "smk.agent"
+VSOCK_LOOPBACK = "vsock:1:5000"   # VMADDR_CID_LOCAL, the agent's vsock port
+TEST_FILE = "/tmp/smk-test"
+SMPARK_KO = "/lib/modules/smpark.ko"
+
+
+class StepFailed(Exception):
+    pass
+
+
+class Abort(Exception):
+    """The boot cannot continue (qemu died, preflight failed)."""
+
+
+def fmt_s(ns):
+    return f"{ns / 1e9:.3f} s"
+
+
+class Results:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def ok(self, step, msg):
+        self.passed += 1
+        print(f"PASS {step}: {msg}", flush=True)
+
+    def fail(self, step, msg):
+        self.failed += 1
+        print(f"FAIL {step}: {msg}", flush=True)
+
+
+class Client:
+    """The host-side agent client: AGENT client unix:SOCK COMMAND ..."""
+
+    def __init__(self, exe, sock, timeout, verbose):
+        self.exe = exe
+        self.addr = f"unix:{sock}"
+        self.timeout = timeout
+        self.verbose = verbose
+
+    def run(self, args, stdin=None, timeout=None):
+        argv = [self.exe, "client", self.addr] + args
+        if self.verbose:
+            print("  $ " + " ".join(shlex.quote(a) for a in argv), flush=True)
+        t = timeout if timeout is not None else self.timeout
+        try:
+            p = subprocess.run(argv, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               timeout=t + 10)
+        except subprocess.TimeoutExpired:
+            raise StepFailed(f"client did not return within {t + 10} s: {' '.join(args)}")
+        except OSError as e:
+            raise StepFailed(f"cannot run the client {self.exe}: {e}")
+        return p
+
+    @staticmethod
+    def describe(p):
+        err = p.stderr.decode(errors="replace").strip()
+        out = p.stdout.decode(errors="replace").strip()
+        s = f"exit {p.returncode}"
+        if out:
+            s += f", stdout {out[-300:]!r}"
+        if err:
+            s += f", stderr {err[-300:]!r}"
+        return s
+
+
+def parse_kv(text):
+    """Pulls key=value / key: value pairs out of the client's output."""
+    kv = {}
+    for m in re.finditer(r"([A-Za-z_][A-Za-z0-9_]*)\s*[=:]\s*(\S+)", text):
+        kv.setdefault(m.group(1), m.group(2))
+    return kv
+
+
+def tail(path, n=40):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return "(no log)"
+    lines = data.decode(errors="replace").splitlines()
+    return "\n".join(lines[-n:]) if lines else "(empty)"
+
+
+def build_qemu(a, workdir, sock, console):
+    cmdline = a.cmdline
+    if a.append:
+        cmdline += " " + a.append
+    accel = a.accel
+    argv = [a.qemu]
+    if a.arch == "x86_64":
+        argv += ["-M", "microvm,acpi=off"]
+        cpu = ["-cpu", "host"] if accel == "kvm" else []
+    else:
+        argv += ["-M", "virt"]
+        cpu = ["-cpu", "host" if accel == "kvm" else "cortex-a57"]
+    argv += cpu + [
+        "-accel", accel,
+        "-smp", str(a.smp), "-m", str(a.mem),
+        "-no-reboot", "-nographic", "-monitor", "none",
+        "-serial", f"file:{console}",
+        "-kernel", a.kernel, "-initrd", a.initramfs, "-append", cmdline,
+        "-device", "virtio-serial-device",
+        "-chardev", f"socket,id=agent,path={sock},server=on,wait=off",
+        "-device", f"virtserialport,chardev=agent,name={PORT_NAME}",
+    ]
+    return argv
+
+
+class Boot:
+    def __init__(self, a, res, index):
+        self.a = a
+        self.res = res
+        self.index = index
+        self.tag = f"[boot {index}] " if a.repeat > 1 else ""
+        self.dir = tempfile.mkdtemp(prefix="smk-boot-")
+        self.sock = os.path.join(self.dir, "agent.sock")
+        self.console = os.path.join(self.dir, "console.log")
+        self.qemu_log = os.path.join(self.dir, "qemu.log")
+        self.client = Client(a.client, self.sock, a.timeout, a.verbose)
+        self.proc = None
+        self.ready_ns = None
+        self.host_ready_ns = None
+
+    # -- helpers -----------------------------------------------------------
+    def step(self, name, fn):
+        try:
+            msg = fn()
+        except StepFailed as e:
+            self.res.fail(self.tag + name, str(e))
+            raise
+        self.res.ok(self.tag + name, msg)
+
+    def alive(self):
+        if self.proc.poll() is not None:
+            raise StepFailed(f"qemu exited early with status {self.proc.returncode}")
+
+    def exec(self, argv, stdin=None):
+        self.alive()
+        p = self.client.run(["exec", "--"] + argv, stdin=stdin)
+        return p
+
+    # -- steps -------------------------------------------------------------
+    def start(self):
+        argv = build_qemu(self.a, self.dir, self.sock, self.console)
+        if self.a.verbose:
+            print("  $ " + " ".join(shlex.quote(x) for x in argv), flush=True)
+        self.t0 = time.monotonic_ns()
+        with open(self.qemu_log, "wb") as log:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         start_new_session=True)
+
+    def s_ping(self):
+        p = self.client.run(["ping", "--wait", str(self.a.timeout)])
+        t1 = time.monotonic_ns()
+        if p.returncode != 0:
+            self.alive()
+            raise StepFailed("no answer: " + Client.describe(p))
+        kv = parse_kv(p.stdout.decode(errors="replace"))
+        if "ready_ns" not in kv:
+            raise StepFailed("ping reply without ready_ns: " + Client.describe(p))
+        self.ready_ns = int(kv["ready_ns"])
+        self.host_ready_ns = t1 - self.t0
+        ver = kv.get("version", "?")
+        return (f"agent {ver} ready at guest uptime {fmt_s(self.ready_ns)} (ready_ns={self.ready_ns}); "
+                f"host start->ready {fmt_s(self.host_ready_ns)}")
+
+    def s_uname(self):
+        if self.a.arch == "x86_64":
+            tries = [["/bin/uname", "-m"], ["/bin/busybox", "uname", "-m"]]
+        else:
+            tries = [["/bin/guest-tool", "uname", "-m"]]
+        last = None
+        for argv in tries:
+            p = self.exec(argv)
+            out = p.stdout.decode(errors="replace").strip()
+            if p.returncode == 0 and out == self.a.arch:
+                return f"{' '.join(argv)} -> {out}"
+            last = f"{' '.join(argv)}: " + Client.describe(p)
+            if p.returncode == 0:
+                break  # it ran, and said something else
+        raise StepFailed(f"expected {self.a.arch!r}; {last}")
+
+    def s_vsock(self):
+        argv = ["/sbin/supermachine-agent", "client", VSOCK_LOOPBACK, "ping"]
+        p = self.exec(argv)
+        out = p.stdout.decode(errors="replace")
+        kv = parse_kv(out)
+        if p.returncode != 0 or "version" not in kv:
+            raise StepFailed(f"{' '.join(argv)}: " + Client.describe(p))
+        return f"in-guest client -> {VSOCK_LOOPBACK}: agent {kv['version']}"
+
+    def s_file(self):
+        data = random.randbytes(100 * 1024)
+        p = self.client.run(["write", TEST_FILE], stdin=data)
+        if p.returncode != 0:
+            self.alive()
+            raise StepFailed(f"write {TEST_FILE}: " + Client.describe(p))
+        p = self.client.run(["read", TEST_FILE])
+        if p.returncode != 0:
+            self.alive()
+            raise StepFailed(f"read {TEST_FILE}: " + Client.describe(p))
+        if p.stdout != data:
+            raise StepFailed(f"read back {len(p.stdout)} bytes, they differ from the {len(data)} written")
+        return f"wrote and read back {len(data)} random bytes at {TEST_FILE}"
+
+    def tool(self, *args, check=True):
+        p = self.exec(["/bin/guest-tool"] + list(args))
+        if check and p.returncode != 0:
+            raise StepFailed(f"guest-tool {' '.join(args)}: " + Client.describe(p))
+        return p.stdout.decode(errors="replace").strip()
+
+    def s_smpark(self):
+        # Interface: assets/smpark/README.md.
+        sp = SMPARK
+        self.tool("insmod", SMPARK_KO)
+        try:
+            before = self.tool("cat", sp["state"])
+            if sp["unparked"] not in before:
+                raise StepFailed(f"after insmod {sp['state']} says {before!r}, expected {sp['unparked']!r}")
+            self.tool("write", sp["control"], sp["park"])
+            state = self.tool("cat", sp["state"])
+            if sp["parked"] not in state:
+                raise StepFailed(f"after park {sp['state']} says {state!r}, expected {sp['parked']!r}")
+            p = self.client.run(["ping"])
+            if p.returncode != 0:
+                raise StepFailed("ping while parked: " + Client.describe(p))
+            m = self.tool("uname", "-m")
+            if m != self.a.arch:
+                raise StepFailed(f"exec while parked: uname -m said {m!r}")
+            self.tool("write", sp["control"], sp["unpark"])
+            state = self.tool("cat", sp["state"])
+            if sp["unparked"] not in state:
+                raise StepFailed(f"after unpark {sp['state']} says {state!r}")
+        finally:
+            if self.proc.poll() is None:
+                self.tool("write", sp["control"], sp["unpark"], check=False)
+        self.tool("rmmod", "smpark")
+        return f"insmod, park ({state!r} -> parked), ping + exec while parked, unpark, rmmod"
+
+    def s_shutdown(self):
+        p = self.client.run(["shutdown"])
+        if p.returncode != 0:
+            self.alive()
+            raise StepFailed("shutdown: " + Client.describe(p))
+        try:
+            rc = self.proc.wait(timeout=self.a.timeout)
+        except subprocess.TimeoutExpired:
+            raise StepFailed(f"qemu still running {self.a.timeout} s after shutdown")
+        if rc != 0:
+            raise StepFailed(f"qemu exited with status {rc}")
+        return f"qemu exited 0, {fmt_s(time.monotonic_ns() - self.t0)} after start"
+
+    def run(self):
+        try:
+            self.start()
+            self.step("ping", self.s_ping)
+            self.step("exec uname -m", self.s_uname)
+            self.step("vsock loopback", self.s_vsock)
+            self.step("file write/read", self.s_file)
+            if self.a.smpark:
+                self.step("smpark", self.s_smpark)
+            self.step("shutdown", self.s_shutdown)
+            return True
+        except StepFailed:
+            self.report_failure()
+            return False
+        finally:
+            self.kill()
+            if self.a.keep:
+                print(f"  (kept {self.dir})")
+            else:
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=5)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait()
+
+    def report_failure(self):
+        self.kill()
+        print(f"--- serial console (tail of {self.console}) ---")
+        print(tail(self.console))
+        q = tail(self.qemu_log, 20)
+        if q not in ("(empty)", "(no log)"):
+            print("--- qemu output ---")
+            print(q)
+        print("---")
+
+
+# smpark's sysfs interface, filled in from assets/smpark/README.md.
+SMPARK = {
+    "control": "/sys/kernel/smpark/park",
+    "state": "/sys/kernel/smpark/state",
+    "park": "1",
+    "unpark": "0",
+    "parked": "parked",
+    "unparked": "running",
+}
+
+
+def preflight(a):
+    """Everything the test needs; returns a list of problems."""
+    bad = []
+    if not a.qemu:
+        a.qemu = QEMU[a.arch]
+    q = shutil.which(a.qemu)
+    if not q:
+        bad.append(f"qemu not found: {a.qemu} (Debian: apt-get install "
+                   f"{'qemu-system-x86' if a.arch == 'x86_64' else 'qemu-system-arm'})")
+    else:
+        a.qemu = q
+    for what, path in (("kernel", a.kernel), ("initramfs", a.initramfs), ("client", a.client)):
+        if not path:
+            bad.append(f"no {what} given")
+        elif not os.path.isfile(path):
+            bad.append(f"{what} not found: {path}")
+        elif os.path.getsize(path) == 0:
+            bad.append(f"{what} is empty: {path}")
+    if a.client and os.path.isfile(a.client) and not os.access(a.client, os.X_OK):
+        bad.append(f"client is not executable: {a.client}")
+    if a.accel == "kvm" and not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        bad.append("--accel kvm but /dev/kvm is not usable")
+    return bad
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", required=True, choices=["x86_64", "aarch64"])
+    ap.add_argument("--kernel", required=True)
+    ap.add_argument("--initramfs", required=True)
+    ap.add_argument("--client", required=True, help="the host-built supermachine-agent (client mode)")
+    ap.add_argument("--cmdline-file", help="kernel command line (default: assets/kernel/cmdline-ARCH "
+                    "if it exists, else a built-in one)")
+    ap.add_argument("--append", default="", help="extra kernel command line")
+    ap.add_argument("--qemu", help="qemu binary (default qemu-system-ARCH)")
+    ap.add_argument("--accel", default=os.environ.get("SMK_BOOT_ACCEL") or "tcg", choices=["tcg", "kvm"],
+                    help="default: $SMK_BOOT_ACCEL or tcg")
+    ap.add_argument("--smp", type=int)
+    ap.add_argument("--mem", type=int, default=256, help="MiB (default 256)")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--smpark", action="store_true", help="also test smpark.ko (aarch64)")
+    ap.add_argument("--timeout", type=float, default=60,
+                    help="seconds for the agent to come up, for each request, and for qemu to "
+                         "exit after shutdown (default 60)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (console log, socket)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print the commands")
+    a = ap.parse_args()
+    if a.smp is None:
+        a.smp = 2 if a.arch == "aarch64" else 1
+    if a.repeat < 1:
+        ap.error("--repeat must be >= 1")
+
+    res = Results()
+    bad = preflight(a)
+    if a.smpark and a.smp < 2:
+        bad.append("--smpark needs --smp 2 or more (there must be a vCPU to park)")
+    if not a.cmdline_file:
+        f = os.path.join(REPO, "assets", "kernel", f"cmdline-{a.arch}")
+        a.cmdline_file = f if os.path.isfile(f) else None
+    if a.cmdline_file:
+        try:
+            with open(a.cmdline_file) as f:
+                a.cmdline = " ".join(f.read().split())
+        except OSError as e:
+            bad.append(f"cannot read --cmdline-file: {e}")
+            a.cmdline = ""
+    else:
+        a.cmdline = DEFAULT_CMDLINE[a.arch]
+    if bad:
+        for b in bad:
+            res.fail("preflight", b)
+        print(f"{res.passed} passed, {res.failed} failed")
+        return 1
+
+    print(f"boot: {a.arch} accel={a.accel} smp={a.smp} mem={a.mem}M qemu={a.qemu}")
+    print(f"boot: kernel={a.kernel} initramfs={a.initramfs}")
+    print(f"boot: cmdline={a.cmdline}{' ' + a.append if a.append else ''}"
+          f" ({a.cmdline_file or 'built-in default'})", flush=True)
+
+    ready, host = [], []
+    ok = True
+    for i in range(1, a.repeat + 1):
+        b = Boot(a, res, i)
+        if not b.run():
+            ok = False
+            break
+        ready.append(b.ready_ns)
+        host.append(b.host_ready_ns)
+
+    if a.repeat > 1 and ready:
+        def stats(v):
+            return (f"median {fmt_s(statistics.median(v))}, min {fmt_s(min(v))}, max {fmt_s(max(v))}")
+        print(f"boot: {len(ready)} boots: guest ready_ns {stats(ready)} "
+              f"(median ready_ns={int(statistics.median(ready))})")
+        print(f"boot: {len(host)} boots: host start->ready {stats(host)}")
+    print(f"{res.passed} passed, {res.failed} failed")
+    return 0 if ok and res.failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
