@@ -1,0 +1,79 @@
+/* Declarations shared by the agent's Linux-side files. */
+#ifndef SMK_AGENT_AGENT_H
+#define SMK_AGENT_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "proto.h"
+
+#define SMK_DEFAULT_VSOCK_PORT 5000u
+#define SMK_DEFAULT_SERIAL_NAME "smk.agent"
+
+/* io.c */
+void smk_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* For a PID 1 started without a console: log to the kernel log instead. */
+void smk_log_to_kmsg(void);
+int64_t smk_now_ms(void);
+uint64_t smk_boottime_ns(void);
+/* Both return -ETIMEDOUT after timeout_ms (< 0: never), which needs a
+ * non-blocking fd. */
+ssize_t smk_read_some(int fd, void *buf, size_t len, int timeout_ms);
+int smk_write_all(int fd, const void *buf, size_t len, int timeout_ms);
+void smk_sleep_ms(int ms);
+/* Reads a whole file, or stdin for "-", refusing more than max bytes. */
+int smk_slurp(const char *path, size_t max, uint8_t **data, size_t *len);
+
+/* serve.c */
+struct smk_serve_opts {
+    unsigned vsock_port;
+    const char *serial_name;
+    const char *listen; /* tests: serve only this unix:PATH, touch nothing else */
+};
+int smk_serve(const struct smk_serve_opts *opts);
+
+/* conn.c: serving one peer, in a process of its own. */
+struct smk_conn_ctx {
+    uint64_t ready_ns;
+    int test_mode; /* SHUTDOWN ends the agent instead of the machine */
+};
+void smk_serve_stream(int fd, const struct smk_conn_ctx *ctx);
+void smk_serve_serial(int fd, const struct smk_conn_ctx *ctx);
+
+/* exec.c */
+struct smk_exec_result {
+    uint32_t status; /* enum smk_exec_status */
+    uint32_t code;
+    uint32_t flags;
+    uint8_t *out, *err;
+    size_t out_len, err_len;
+};
+/*
+ * Runs the command of an EXEC request. Returns 0 with *res filled, or a
+ * negative errno with why[] saying what failed: the command could not be
+ * started, or -ECANCELED when the peer on peer_fd went away first (the
+ * process group is then killed).
+ */
+int smk_exec(const struct smk_msg *req, int peer_fd, int peer_is_serial,
+             struct smk_exec_result *res, char *why, size_t why_len);
+void smk_exec_result_free(struct smk_exec_result *res);
+
+/* files.c: both return 0 or a negative errno with why[] filled. */
+int smk_write_file(const char *path, uint32_t mode, const uint8_t *data, size_t len, char *why,
+                   size_t why_len);
+int smk_read_file(const char *path, uint8_t **data, size_t *len, int *truncated, char *why,
+                  size_t why_len);
+
+/* system.c */
+void smk_setup_system(void);
+void smk_open_std_fds(void);
+/* Syncs and reboots or powers off; returns only on failure. */
+void smk_power(uint32_t action);
+/* PID 1 only: stops every other process first, then smk_power(). */
+void smk_pid1_shutdown(uint32_t action);
+
+/* client.c */
+int smk_client_main(int argc, char **argv);
+
+#endif

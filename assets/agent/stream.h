@@ -1,0 +1,52 @@
+/*
+ * Reassembles frames from a byte stream (vsock, a unix socket, or a
+ * virtio-serial port). No I/O: the caller reads into the buffer that
+ * smk_stream_want() hands out and reports the count to smk_stream_advance().
+ * Only as many bytes as the current frame still needs are ever asked for, so
+ * no byte of the next frame is consumed early.
+ */
+#ifndef SMK_AGENT_STREAM_H
+#define SMK_AGENT_STREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto.h"
+
+struct smk_stream {
+    uint8_t head[SMK_HEADER_SIZE];
+    uint8_t *frame; /* whole frame, allocated once its header is sound */
+    size_t have;    /* bytes of the current frame received */
+    size_t need;    /* bytes the current frame needs in total */
+    int resync;     /* after garbage, hunt for the next magic instead of giving up */
+    int in_garbage; /* the current garbage run has been reported already */
+    int done;       /* a frame was handed out and is released on the next want */
+    int broken;     /* lost sync without resync: only smk_stream_reset() helps */
+};
+
+/* resync: for transports without connections (virtio-serial), where the only
+ * way back to a frame boundary is to look for the next magic. */
+void smk_stream_init(struct smk_stream *s, int resync);
+
+/* Drops any partial frame, e.g. when the peer went away. */
+void smk_stream_reset(struct smk_stream *s);
+
+void smk_stream_free(struct smk_stream *s);
+
+/* Whether part of a frame has been received. */
+int smk_stream_partial(const struct smk_stream *s);
+
+/* Where to read next and how many bytes at most (*n > 0); NULL when the
+ * stream is broken. */
+uint8_t *smk_stream_want(struct smk_stream *s, size_t *n);
+
+/*
+ * Accounts n bytes just read. Returns 1 when a frame is complete and decoded
+ * into *msg, 0 when more bytes are needed, or minus an SMK_E* code for a bad
+ * frame (see smk_decode(); msg->frame_len == 0 means the stream was out of
+ * sync: with resync it is already hunting, without it the stream is broken).
+ * Pointers in *msg stay valid until the next smk_stream_want() or reset.
+ */
+int smk_stream_advance(struct smk_stream *s, size_t n, struct smk_msg *msg);
+
+#endif

@@ -1,0 +1,1034 @@
+/* Unit tests of the agent's protocol code: proto.c (encoder, decoder) and
+ * stream.c (frame reassembly). No I/O. */
+#include <check.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto.h"
+#include "stream.h"
+
+static int bytes_eq(struct smk_bytes b, const void *p, size_t len)
+{
+    return b.len == len && (len == 0 || memcmp(b.ptr, p, len) == 0);
+}
+
+static int str_eq(struct smk_bytes b, const char *s)
+{
+    return bytes_eq(b, s, strlen(s));
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+/* A hand-made frame: header plus raw payload, for what the encoder refuses
+ * to produce. */
+struct raw {
+    uint8_t *p;
+    size_t len, cap;
+};
+
+static void raw_put(struct raw *r, const void *p, size_t n)
+{
+    if (r->len + n > r->cap) {
+        r->cap = (r->len + n) * 2 + 64;
+        r->p = realloc(r->p, r->cap);
+        ck_assert_ptr_nonnull(r->p);
+    }
+    if (n)
+        memcpy(r->p + r->len, p, n);
+    r->len += n;
+}
+
+static void raw_u32(struct raw *r, uint32_t v)
+{
+    uint8_t b[4];
+    put32(b, v);
+    raw_put(r, b, 4);
+}
+
+static void raw_str(struct raw *r, const char *s, size_t n)
+{
+    raw_u32(r, (uint32_t)n);
+    raw_put(r, s, n);
+}
+
+static void raw_header(struct raw *r, uint16_t version, uint16_t type, uint32_t id)
+{
+    uint8_t h[SMK_HEADER_SIZE] = {'S', 'M', 'K', 'A'};
+    h[4] = (uint8_t)version;
+    h[5] = (uint8_t)(version >> 8);
+    h[6] = (uint8_t)type;
+    h[7] = (uint8_t)(type >> 8);
+    put32(h + 8, id);
+    raw_put(r, h, sizeof(h));
+}
+
+/* Patches the payload length to what follows the header. */
+static void raw_seal(struct raw *r)
+{
+    put32(r->p + 12, (uint32_t)(r->len - SMK_HEADER_SIZE));
+}
+
+static int decode_all(const struct smk_buf *b, struct smk_msg *m)
+{
+    return smk_decode(b->data, b->len, m);
+}
+
+/* One valid frame of each message type. */
+#define N_SAMPLES 11
+static const char *const sample_argv[] = {"/bin/sh", "-c", "echo \"$X\"", ""};
+static const char *const sample_env[] = {"X=1", "EMPTY=", "A=b=c"};
+static const uint8_t binary[] = {0, 1, 2, 0xff, 'S', 'M', 'K', 'A', 0};
+
+static void encode_sample(int i, struct smk_buf *b, uint32_t id)
+{
+    struct smk_exec_args ea = {.argv = sample_argv,
+                               .argc = 4,
+                               .env = sample_env,
+                               .envc = 3,
+                               .cwd = "/tmp",
+                               .stdin_data = binary,
+                               .stdin_len = sizeof(binary),
+                               .timeout_ms = 1500};
+    int r = -1;
+    switch (i) {
+    case 0:
+        r = smk_encode_empty(b, SMK_PING, id);
+        break;
+    case 1:
+        r = smk_encode_ping_reply(b, id, 123456789012ull, 42ull, "0.1.0");
+        break;
+    case 2:
+        r = smk_encode_exec(b, id, &ea);
+        break;
+    case 3:
+        r = smk_encode_exec_reply(b, id, SMK_SIGNALED, 9, SMK_EXEC_STDERR_TRUNCATED, "out", 3,
+                                  binary, sizeof(binary));
+        break;
+    case 4:
+        r = smk_encode_write_file(b, id, "/etc/hostname", 0644, binary, sizeof(binary));
+        break;
+    case 5:
+        r = smk_encode_empty(b, SMK_WRITE_FILE_REPLY, id);
+        break;
+    case 6:
+        r = smk_encode_read_file(b, id, "/proc/cpuinfo");
+        break;
+    case 7:
+        r = smk_encode_read_reply(b, id, SMK_READ_TRUNCATED, binary, sizeof(binary));
+        break;
+    case 8:
+        r = smk_encode_shutdown(b, id, SMK_SHUTDOWN_POWEROFF);
+        break;
+    case 9:
+        r = smk_encode_empty(b, SMK_SHUTDOWN_REPLY, id);
+        break;
+    case 10:
+        r = smk_encode_error(b, id, 2, "open /nope: No such file or directory");
+        break;
+    }
+    ck_assert_int_eq(r, 0);
+}
+
+/* --- round trips ------------------------------------------------------- */
+
+START_TEST(roundtrip_ping)
+{
+    struct smk_buf b = {0};
+    struct smk_msg m;
+    ck_assert_int_eq(smk_encode_empty(&b, SMK_PING, 7), 0);
+    ck_assert_uint_eq(b.len, SMK_HEADER_SIZE);
+    ck_assert_mem_eq(b.data, "SMKA\x01\x00\x01\x00\x07\x00\x00\x00\x00\x00\x00\x00", 16);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.hdr.type, SMK_PING);
+    ck_assert_uint_eq(m.hdr.id, 7);
+    ck_assert_uint_eq(m.hdr.version, SMK_PROTO_VERSION);
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(roundtrip_ping_reply)
+{
+    struct smk_buf b = {0};
+    struct smk_msg m;
+    encode_sample(1, &b, 0xdeadbeef);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.hdr.type, SMK_PING_REPLY);
+    ck_assert_uint_eq(m.hdr.id, 0xdeadbeef);
+    ck_assert_uint_eq(m.u.ping_reply.proto, SMK_PROTO_VERSION);
+    ck_assert(m.u.ping_reply.uptime_ns == 123456789012ull);
+    ck_assert(m.u.ping_reply.ready_ns == 42ull);
+    ck_assert(str_eq(m.u.ping_reply.version, "0.1.0"));
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(roundtrip_exec)
+{
+    struct smk_buf b = {0};
+    struct smk_msg m;
+    encode_sample(2, &b, 1);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.hdr.type, SMK_EXEC);
+    ck_assert_uint_eq(m.u.exec.timeout_ms, 1500);
+    ck_assert_uint_eq(m.u.exec.argv.count, 4);
+    struct smk_bytes s;
+    uint32_t pos = 0;
+    for (int i = 0; i < 4; i++) {
+        ck_assert(smk_strlist_next(&m.u.exec.argv, &pos, &s));
+        ck_assert(str_eq(s, sample_argv[i]));
+    }
+    ck_assert(!smk_strlist_next(&m.u.exec.argv, &pos, &s));
+    ck_assert_uint_eq(m.u.exec.env.count, 3);
+    pos = 0;
+    for (int i = 0; i < 3; i++) {
+        ck_assert(smk_strlist_next(&m.u.exec.env, &pos, &s));
+        ck_assert(str_eq(s, sample_env[i]));
+    }
+    ck_assert(!smk_strlist_next(&m.u.exec.env, &pos, &s));
+    ck_assert(str_eq(m.u.exec.cwd, "/tmp"));
+    ck_assert(bytes_eq(m.u.exec.stdin_data, binary, sizeof(binary)));
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(roundtrip_exec_minimal)
+{
+    const char *argv[] = {"true"};
+    struct smk_exec_args ea = {.argv = argv, .argc = 1};
+    struct smk_buf b = {0};
+    struct smk_msg m;
+    ck_assert_int_eq(smk_encode_exec(&b, 1, &ea), 0);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.u.exec.argv.count, 1);
+    ck_assert_uint_eq(m.u.exec.env.count, 0);
+    ck_assert_uint_eq(m.u.exec.cwd.len, 0);
+    ck_assert_uint_eq(m.u.exec.stdin_data.len, 0);
+    ck_assert_uint_eq(m.u.exec.timeout_ms, 0);
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(roundtrip_exec_reply)
+{
+    struct smk_buf b = {0};
+    struct smk_msg m;
+    encode_sample(3, &b, 2);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.hdr.type, SMK_EXEC_REPLY);
+    ck_assert_uint_eq(m.u.exec_reply.status, SMK_SIGNALED);
+    ck_assert_uint_eq(m.u.exec_reply.code, 9);
+    ck_assert_uint_eq(m.u.exec_reply.flags, SMK_EXEC_STDERR_TRUNCATED);
+    ck_assert(str_eq(m.u.exec_reply.out, "out"));
+    ck_assert(bytes_eq(m.u.exec_reply.err, binary, sizeof(binary)));
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(roundtrip_write_file)
+{
+    struct smk_buf b = {0};
+    struct smk_msg m;
+    encode_sample(4, &b, 3);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.hdr.type, SMK_WRITE_FILE);
+    ck_assert(str_eq(m.u.write_file.path, "/etc/hostname"));
+    ck_assert_uint_eq(m.u.write_file.mode, 0644);
+    ck_assert(bytes_eq(m.u.write_file.data, binary, sizeof(binary)));
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(roundtrip_read_file)
+{
+    struct smk_buf b = {0};
+    struct smk_msg m;
+    encode_sample(6, &b, 4);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.hdr.type, SMK_READ_FILE);
+    ck_assert(str_eq(m.u.read_file.path, "/proc/cpuinfo"));
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(roundtrip_read_reply)
+{
+    struct smk_buf b = {0};
+    struct smk_msg m;
+    encode_sample(7, &b, 5);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.hdr.type, SMK_READ_FILE_REPLY);
+    ck_assert_uint_eq(m.u.read_reply.flags, SMK_READ_TRUNCATED);
+    ck_assert(bytes_eq(m.u.read_reply.data, binary, sizeof(binary)));
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(roundtrip_shutdown)
+{
+    struct smk_buf b = {0};
+    struct smk_msg m;
+    encode_sample(8, &b, 6);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.hdr.type, SMK_SHUTDOWN);
+    ck_assert_uint_eq(m.u.shutdown.action, SMK_SHUTDOWN_POWEROFF);
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(roundtrip_empty_replies)
+{
+    const uint16_t types[] = {SMK_WRITE_FILE_REPLY, SMK_SHUTDOWN_REPLY};
+    for (size_t i = 0; i < 2; i++) {
+        struct smk_buf b = {0};
+        struct smk_msg m;
+        ck_assert_int_eq(smk_encode_empty(&b, types[i], 99), 0);
+        ck_assert_int_eq(decode_all(&b, &m), SMK_HEADER_SIZE);
+        ck_assert_uint_eq(m.hdr.type, types[i]);
+        ck_assert_uint_eq(m.hdr.id, 99);
+        smk_buf_free(&b);
+    }
+}
+END_TEST
+
+START_TEST(roundtrip_error)
+{
+    struct smk_buf b = {0};
+    struct smk_msg m;
+    encode_sample(10, &b, 8);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.hdr.type, SMK_ERROR);
+    ck_assert_uint_eq(m.u.error.code, 2);
+    ck_assert(str_eq(m.u.error.message, "open /nope: No such file or directory"));
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(error_message_is_cut_at_the_limit)
+{
+    char *text = malloc(SMK_MAX_TEXT * 3 + 1);
+    memset(text, 'x', SMK_MAX_TEXT * 3);
+    text[SMK_MAX_TEXT * 3] = '\0';
+    struct smk_buf b = {0};
+    struct smk_msg m;
+    ck_assert_int_eq(smk_encode_error(&b, 1, 22, text), 0);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.u.error.message.len, SMK_MAX_TEXT);
+    smk_buf_free(&b);
+    free(text);
+}
+END_TEST
+
+START_TEST(frames_concatenate)
+{
+    struct smk_buf b = {0};
+    for (int i = 0; i < N_SAMPLES; i++)
+        encode_sample(i, &b, (uint32_t)i + 100);
+    size_t off = 0;
+    for (int i = 0; i < N_SAMPLES; i++) {
+        struct smk_msg m;
+        int r = smk_decode(b.data + off, b.len - off, &m);
+        ck_assert_int_gt(r, 0);
+        ck_assert_uint_eq(m.hdr.id, (uint32_t)i + 100);
+        off += (size_t)r;
+    }
+    ck_assert_uint_eq(off, b.len);
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(trailing_payload_bytes_are_ignored)
+{
+    struct smk_buf b = {0};
+    encode_sample(_i, &b, 5);
+    struct raw r = {0};
+    raw_put(&r, b.data, b.len);
+    raw_put(&r, "future", 6);
+    raw_seal(&r);
+    struct smk_msg m;
+    ck_assert_int_eq(smk_decode(r.p, r.len, &m), (int)r.len);
+    ck_assert_uint_eq(m.hdr.id, 5);
+    free(r.p);
+    smk_buf_free(&b);
+}
+END_TEST
+
+/* --- truncation, bad headers --------------------------------------------- */
+
+START_TEST(truncated_at_every_length)
+{
+    struct smk_buf b = {0};
+    encode_sample(_i, &b, 77);
+    for (size_t k = 0; k < b.len; k++) {
+        /* A copy of exactly k bytes, so reading past them trips ASan. */
+        uint8_t *p = malloc(k ? k : 1);
+        memcpy(p, b.data, k);
+        struct smk_msg m;
+        ck_assert_int_eq(smk_decode(p, k, &m), 0);
+        if (k >= SMK_HEADER_SIZE) {
+            ck_assert_uint_eq(m.frame_len, b.len);
+            ck_assert_uint_eq(m.hdr.id, 77);
+        } else {
+            ck_assert_uint_eq(m.frame_len, 0);
+        }
+        free(p);
+    }
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(bad_magic_fails_at_the_first_wrong_byte)
+{
+    struct smk_buf b = {0};
+    encode_sample(0, &b, 1);
+    for (size_t at = 0; at < 4; at++) {
+        uint8_t h[SMK_HEADER_SIZE];
+        memcpy(h, b.data, sizeof(h));
+        h[at] ^= 0x20;
+        for (size_t k = at + 1; k <= sizeof(h); k++) {
+            struct smk_msg m;
+            ck_assert_int_eq(smk_decode(h, k, &m), -SMK_EBADMSG);
+            ck_assert_uint_eq(m.frame_len, 0);
+            ck_assert_ptr_nonnull(m.why);
+        }
+    }
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(oversized_length_is_refused_before_the_payload)
+{
+    struct raw r = {0};
+    raw_header(&r, SMK_PROTO_VERSION, SMK_WRITE_FILE, 31);
+    put32(r.p + 12, SMK_MAX_PAYLOAD + 1);
+    struct smk_msg m;
+    ck_assert_int_eq(smk_decode(r.p, r.len, &m), -SMK_EMSGSIZE);
+    ck_assert_uint_eq(m.frame_len, 0);
+    ck_assert_uint_eq(m.hdr.id, 31);
+    put32(r.p + 12, 0xffffffffu);
+    ck_assert_int_eq(smk_decode(r.p, r.len, &m), -SMK_EMSGSIZE);
+    put32(r.p + 12, SMK_MAX_PAYLOAD);
+    ck_assert_int_eq(smk_decode(r.p, r.len, &m), 0);
+    ck_assert_uint_eq(m.frame_len, SMK_HEADER_SIZE + SMK_MAX_PAYLOAD);
+    free(r.p);
+}
+END_TEST
+
+START_TEST(other_version_is_skippable)
+{
+    struct raw r = {0};
+    raw_header(&r, 2, SMK_PING, 12);
+    raw_put(&r, "abc", 3);
+    raw_seal(&r);
+    struct smk_msg m;
+    /* Reported only once the whole frame is there, so it can be skipped. */
+    ck_assert_int_eq(smk_decode(r.p, r.len - 1, &m), 0);
+    ck_assert_int_eq(smk_decode(r.p, r.len, &m), -SMK_EPROTONOSUPPORT);
+    ck_assert_uint_eq(m.frame_len, r.len);
+    ck_assert_uint_eq(m.hdr.id, 12);
+    ck_assert_uint_eq(m.hdr.version, 2);
+    free(r.p);
+}
+END_TEST
+
+START_TEST(unknown_type_is_skippable)
+{
+    const uint16_t types[] = {0, 6, 0x7fff, 0x8000, 0x8006, 0xfffe};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        struct raw r = {0};
+        raw_header(&r, SMK_PROTO_VERSION, types[i], 13);
+        raw_seal(&r);
+        struct smk_msg m;
+        ck_assert_int_eq(smk_decode(r.p, r.len, &m), -SMK_ENOSYS);
+        ck_assert_uint_eq(m.frame_len, SMK_HEADER_SIZE);
+        ck_assert_uint_eq(m.hdr.id, 13);
+        free(r.p);
+    }
+}
+END_TEST
+
+START_TEST(short_payload_is_malformed)
+{
+    /* Every sample with its payload cut short but the length field telling
+     * the truth: each must be refused, none may read past the end. */
+    struct smk_buf b = {0};
+    encode_sample(_i, &b, 1);
+    for (size_t k = SMK_HEADER_SIZE; k < b.len; k++) {
+        uint8_t *p = malloc(k);
+        memcpy(p, b.data, k);
+        put32(p + 12, (uint32_t)(k - SMK_HEADER_SIZE));
+        struct smk_msg m;
+        int r = smk_decode(p, k, &m);
+        ck_assert_msg(r < 0, "sample %d cut to %zu bytes decoded as %d", _i, k, r);
+        ck_assert_uint_eq(m.frame_len, k);
+        free(p);
+    }
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(field_running_past_the_payload)
+{
+    struct raw r = {0};
+    raw_header(&r, SMK_PROTO_VERSION, SMK_READ_FILE, 1);
+    raw_u32(&r, 100);
+    raw_put(&r, "/etc", 4);
+    raw_seal(&r);
+    struct smk_msg m;
+    ck_assert_int_eq(smk_decode(r.p, r.len, &m), -SMK_EPROTO);
+    free(r.p);
+}
+END_TEST
+
+/* --- limits -------------------------------------------------------------- */
+
+static int exec_with_counts(size_t argc, size_t envc, struct smk_buf *b)
+{
+    const char **argv = calloc(argc + 1, sizeof(char *));
+    const char **env = calloc(envc + 1, sizeof(char *));
+    for (size_t i = 0; i < argc; i++)
+        argv[i] = "a";
+    for (size_t i = 0; i < envc; i++)
+        env[i] = "K=v";
+    struct smk_exec_args ea = {.argv = argv, .argc = argc, .env = env, .envc = envc};
+    int r = smk_encode_exec(b, 1, &ea);
+    free(argv);
+    free(env);
+    return r;
+}
+
+START_TEST(argv_count_limit)
+{
+    struct smk_buf b = {0};
+    struct smk_msg m;
+    ck_assert_int_eq(exec_with_counts(SMK_MAX_ARGS, 0, &b), 0);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.u.exec.argv.count, SMK_MAX_ARGS);
+    smk_buf_free(&b);
+    ck_assert_int_eq(exec_with_counts(SMK_MAX_ARGS + 1, 0, &b), -SMK_E2BIG);
+    ck_assert_uint_eq(b.len, 0);
+    ck_assert_int_eq(exec_with_counts(0, 0, &b), -SMK_EINVAL);
+    ck_assert_uint_eq(b.len, 0);
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(env_count_limit)
+{
+    struct smk_buf b = {0};
+    struct smk_msg m;
+    ck_assert_int_eq(exec_with_counts(1, SMK_MAX_ENV, &b), 0);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.u.exec.env.count, SMK_MAX_ENV);
+    smk_buf_free(&b);
+    ck_assert_int_eq(exec_with_counts(1, SMK_MAX_ENV + 1, &b), -SMK_E2BIG);
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(huge_count_in_a_tiny_frame)
+{
+    struct raw r = {0};
+    raw_header(&r, SMK_PROTO_VERSION, SMK_EXEC, 1);
+    raw_u32(&r, 0);
+    raw_u32(&r, 0xffffffffu);
+    raw_seal(&r);
+    struct smk_msg m;
+    ck_assert_int_eq(smk_decode(r.p, r.len, &m), -SMK_E2BIG);
+    free(r.p);
+
+    /* Within the limit, but the strings are not there. */
+    r = (struct raw){0};
+    raw_header(&r, SMK_PROTO_VERSION, SMK_EXEC, 1);
+    raw_u32(&r, 0);
+    raw_u32(&r, SMK_MAX_ARGS);
+    raw_str(&r, "ls", 2);
+    raw_seal(&r);
+    ck_assert_int_eq(smk_decode(r.p, r.len, &m), -SMK_EPROTO);
+    free(r.p);
+}
+END_TEST
+
+START_TEST(string_length_limit)
+{
+    char *s = malloc(SMK_MAX_STRING + 2);
+    memset(s, 'a', SMK_MAX_STRING + 1);
+    s[SMK_MAX_STRING] = '\0';
+    const char *argv[] = {"echo", s};
+    struct smk_exec_args ea = {.argv = argv, .argc = 2};
+    struct smk_buf b = {0};
+    ck_assert_int_eq(smk_encode_exec(&b, 1, &ea), 0);
+    smk_buf_free(&b);
+    s[SMK_MAX_STRING] = 'a';
+    s[SMK_MAX_STRING + 1] = '\0';
+    ck_assert_int_eq(smk_encode_exec(&b, 1, &ea), -SMK_E2BIG);
+    ck_assert_uint_eq(b.len, 0);
+    smk_buf_free(&b);
+    free(s);
+}
+END_TEST
+
+START_TEST(path_length_limit)
+{
+    char *p = malloc(SMK_MAX_PATH + 2);
+    memset(p, 'a', SMK_MAX_PATH + 1);
+    p[0] = '/';
+    p[SMK_MAX_PATH] = '\0';
+    struct smk_buf b = {0};
+    ck_assert_int_eq(smk_encode_read_file(&b, 1, p), 0);
+    smk_buf_free(&b);
+    p[SMK_MAX_PATH] = 'a';
+    p[SMK_MAX_PATH + 1] = '\0';
+    ck_assert_int_eq(smk_encode_read_file(&b, 1, p), -SMK_ENAMETOOLONG);
+    ck_assert_int_eq(smk_encode_write_file(&b, 1, p, 0644, "", 0), -SMK_ENAMETOOLONG);
+    ck_assert_uint_eq(b.len, 0);
+    smk_buf_free(&b);
+    free(p);
+}
+END_TEST
+
+START_TEST(data_size_limit)
+{
+    uint8_t *data = calloc(1, SMK_MAX_DATA + 1);
+    struct smk_buf b = {0};
+    struct smk_msg m;
+    ck_assert_int_eq(smk_encode_write_file(&b, 1, "/f", 0600, data, SMK_MAX_DATA), 0);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    smk_buf_free(&b);
+    ck_assert_int_eq(smk_encode_write_file(&b, 1, "/f", 0600, data, SMK_MAX_DATA + 1),
+                     -SMK_EMSGSIZE);
+    ck_assert_int_eq(smk_encode_read_reply(&b, 1, 0, data, SMK_MAX_DATA + 1), -SMK_EMSGSIZE);
+    const char *argv[] = {"cat"};
+    struct smk_exec_args ea = {
+        .argv = argv, .argc = 1, .stdin_data = data, .stdin_len = SMK_MAX_DATA + 1};
+    ck_assert_int_eq(smk_encode_exec(&b, 1, &ea), -SMK_EMSGSIZE);
+    ck_assert_uint_eq(b.len, 0);
+    smk_buf_free(&b);
+    free(data);
+}
+END_TEST
+
+START_TEST(output_size_limit)
+{
+    uint8_t *data = calloc(1, SMK_MAX_OUTPUT + 1);
+    struct smk_buf b = {0};
+    ck_assert_int_eq(
+        smk_encode_exec_reply(&b, 1, 0, 0, 0, data, SMK_MAX_OUTPUT, data, SMK_MAX_OUTPUT), 0);
+    smk_buf_free(&b);
+    ck_assert_int_eq(smk_encode_exec_reply(&b, 1, 0, 0, 0, data, SMK_MAX_OUTPUT + 1, "", 0),
+                     -SMK_EMSGSIZE);
+    ck_assert_int_eq(smk_encode_exec_reply(&b, 1, 0, 0, 0, "", 0, data, SMK_MAX_OUTPUT + 1),
+                     -SMK_EMSGSIZE);
+    smk_buf_free(&b);
+    free(data);
+}
+END_TEST
+
+START_TEST(invalid_field_values)
+{
+    struct smk_buf b = {0};
+    ck_assert_int_eq(smk_encode_read_file(&b, 1, "relative/path"), -SMK_EINVAL);
+    ck_assert_int_eq(smk_encode_read_file(&b, 1, ""), -SMK_EINVAL);
+    ck_assert_int_eq(smk_encode_write_file(&b, 1, "/f", 010000, "", 0), -SMK_EINVAL);
+    ck_assert_int_eq(smk_encode_shutdown(&b, 1, 2), -SMK_EINVAL);
+    ck_assert_int_eq(smk_encode_exec_reply(&b, 1, 3, 0, 0, "", 0, "", 0), -SMK_EPROTO);
+    const char *empty0[] = {""};
+    struct smk_exec_args ea = {.argv = empty0, .argc = 1};
+    ck_assert_int_eq(smk_encode_exec(&b, 1, &ea), -SMK_EINVAL);
+    const char *argv[] = {"env"};
+    const char *bad_env[][1] = {{"NOEQUALS"}, {"=value"}, {""}};
+    for (int i = 0; i < 3; i++) {
+        struct smk_exec_args e = {.argv = argv, .argc = 1, .env = bad_env[i], .envc = 1};
+        ck_assert_int_eq(smk_encode_exec(&b, 1, &e), -SMK_EINVAL);
+    }
+    ck_assert_uint_eq(b.len, 0);
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(nul_inside_a_string)
+{
+    struct raw r = {0};
+    raw_header(&r, SMK_PROTO_VERSION, SMK_READ_FILE, 1);
+    raw_str(&r, "/etc\0/passwd", 12);
+    raw_seal(&r);
+    struct smk_msg m;
+    ck_assert_int_eq(smk_decode(r.p, r.len, &m), -SMK_EINVAL);
+    ck_assert_uint_eq(m.frame_len, r.len);
+    free(r.p);
+}
+END_TEST
+
+START_TEST(failed_encode_leaves_the_buffer_alone)
+{
+    struct smk_buf b = {0};
+    encode_sample(0, &b, 1);
+    size_t len = b.len;
+    ck_assert_int_eq(smk_encode_read_file(&b, 2, "nope"), -SMK_EINVAL);
+    ck_assert_int_eq(smk_encode_empty(&b, SMK_EXEC, 2), -SMK_EPROTO);
+    ck_assert_int_eq(smk_encode_empty(&b, 0x1234, 2), -SMK_ENOSYS);
+    ck_assert_uint_eq(b.len, len);
+    smk_buf_free(&b);
+}
+END_TEST
+
+/* --- garbage ------------------------------------------------------------- */
+
+static uint64_t rng_state;
+
+static uint32_t rng(void)
+{
+    /* xorshift64*: fixed seed, same sequence everywhere. */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (uint32_t)((rng_state * 2685821657736338717ull) >> 32);
+}
+
+static void check_decode_sane(const uint8_t *p, size_t len)
+{
+    struct smk_msg m;
+    int r = smk_decode(p, len, &m);
+    ck_assert_int_le(r, (int)len);
+    if (r > 0)
+        ck_assert_uint_eq((size_t)r, m.frame_len);
+    if (r < 0)
+        ck_assert_ptr_nonnull(m.why);
+    if (m.frame_len)
+        ck_assert_uint_le(m.frame_len, SMK_HEADER_SIZE + SMK_MAX_PAYLOAD);
+}
+
+START_TEST(random_bytes)
+{
+    rng_state = 0x5eed5eed5eed5eedull;
+    for (int iter = 0; iter < 20000; iter++) {
+        size_t len = rng() % 200;
+        uint8_t *p = malloc(len ? len : 1);
+        for (size_t i = 0; i < len; i++)
+            p[i] = (uint8_t)rng();
+        /* Half of them get a valid header so the payload decoders run. */
+        if (iter % 2 && len >= SMK_HEADER_SIZE) {
+            memcpy(p, "SMKA\x01\x00", 6);
+            p[6] = (uint8_t)(rng() % 6);
+            p[7] = rng() % 2 ? 0x80 : 0;
+            put32(p + 12, (uint32_t)(len - SMK_HEADER_SIZE));
+        }
+        check_decode_sane(p, len);
+        free(p);
+    }
+}
+END_TEST
+
+START_TEST(mutated_frames)
+{
+    rng_state = 0x0123456789abcdefull;
+    for (int iter = 0; iter < 20000; iter++) {
+        struct smk_buf b = {0};
+        encode_sample(iter % N_SAMPLES, &b, rng());
+        int flips = 1 + (int)(rng() % 4);
+        for (int f = 0; f < flips; f++) {
+            /* Mostly hit the payload: the header alone is covered above. */
+            size_t at = b.len > SMK_HEADER_SIZE && rng() % 4
+                            ? SMK_HEADER_SIZE + rng() % (b.len - SMK_HEADER_SIZE)
+                            : rng() % b.len;
+            b.data[at] ^= (uint8_t)(1u << (rng() % 8));
+        }
+        size_t len = rng() % 3 ? b.len : rng() % (b.len + 1);
+        uint8_t *p = malloc(len ? len : 1);
+        memcpy(p, b.data, len);
+        check_decode_sane(p, len);
+        free(p);
+        smk_buf_free(&b);
+    }
+}
+END_TEST
+
+START_TEST(find_magic)
+{
+    const uint8_t a[] = "xxSMKAyy";
+    ck_assert_uint_eq(smk_find_magic(a, 8), 2);
+    ck_assert_uint_eq(smk_find_magic((const uint8_t *)"abcSM", 5), 3);
+    ck_assert_uint_eq(smk_find_magic((const uint8_t *)"abcdS", 5), 4);
+    ck_assert_uint_eq(smk_find_magic((const uint8_t *)"SMKxSMK", 7), 4);
+    ck_assert_uint_eq(smk_find_magic((const uint8_t *)"nothing", 7), 7);
+    ck_assert_uint_eq(smk_find_magic((const uint8_t *)"", 0), 0);
+}
+END_TEST
+
+START_TEST(type_names)
+{
+    ck_assert_str_eq(smk_type_name(SMK_EXEC), "EXEC");
+    ck_assert_str_eq(smk_type_name(SMK_ERROR), "ERROR");
+    ck_assert_str_eq(smk_type_name(0x4242), "?");
+}
+END_TEST
+
+/* --- stream reassembly --------------------------------------------------- */
+
+/* Feeds src through a stream in chunks of at most `chunk` bytes (0: random
+ * sizes), recording what comes out: ids of good frames, minus codes of bad
+ * ones. Returns the number of events. */
+static int feed(struct smk_stream *s, const uint8_t *src, size_t len, size_t chunk, int64_t *events,
+                int max_events)
+{
+    size_t off = 0;
+    int n = 0;
+    while (off < len) {
+        size_t want;
+        uint8_t *dst = smk_stream_want(s, &want);
+        if (!dst)
+            break;
+        ck_assert_uint_gt(want, 0);
+        size_t take = chunk ? chunk : 1 + rng() % 40;
+        if (take > want)
+            take = want;
+        if (take > len - off)
+            take = len - off;
+        memcpy(dst, src + off, take);
+        off += take;
+        struct smk_msg m;
+        int r = smk_stream_advance(s, take, &m);
+        if (r != 0 && n < max_events)
+            events[n++] = r > 0 ? (int64_t)m.hdr.id : r;
+    }
+    return n;
+}
+
+START_TEST(stream_reassembles_every_type_in_any_chunking)
+{
+    rng_state = 42;
+    struct smk_buf b = {0};
+    for (int i = 0; i < N_SAMPLES; i++)
+        encode_sample(i, &b, (uint32_t)i + 1);
+    const size_t chunks[] = {1, 3, 16, 17, 4096, 0};
+    for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
+        struct smk_stream s;
+        smk_stream_init(&s, 0);
+        int64_t ev[32];
+        int n = feed(&s, b.data, b.len, chunks[c], ev, 32);
+        ck_assert_int_eq(n, N_SAMPLES);
+        for (int i = 0; i < N_SAMPLES; i++)
+            ck_assert_int_eq(ev[i], i + 1);
+        ck_assert(!smk_stream_partial(&s));
+        smk_stream_free(&s);
+    }
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(stream_never_reads_past_a_frame)
+{
+    struct smk_buf b = {0};
+    encode_sample(4, &b, 1);
+    struct smk_stream s;
+    smk_stream_init(&s, 0);
+    size_t total = 0, want;
+    struct smk_msg m;
+    int r = 0;
+    while (r == 0) {
+        uint8_t *dst = smk_stream_want(&s, &want);
+        ck_assert_uint_le(total + want, b.len);
+        memcpy(dst, b.data + total, want);
+        total += want;
+        r = smk_stream_advance(&s, want, &m);
+    }
+    ck_assert_int_eq(r, 1);
+    ck_assert_uint_eq(total, b.len);
+    smk_stream_free(&s);
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(stream_without_resync_breaks_on_garbage)
+{
+    struct smk_stream s;
+    smk_stream_init(&s, 0);
+    int64_t ev[4];
+    const uint8_t junk[] = "GET / HTTP/1.0\r\n\r\n";
+    int n = feed(&s, junk, sizeof(junk) - 1, 64, ev, 4);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(ev[0], -SMK_EBADMSG);
+    size_t want;
+    ck_assert_ptr_null(smk_stream_want(&s, &want));
+    smk_stream_reset(&s);
+    ck_assert_ptr_nonnull(smk_stream_want(&s, &want));
+    smk_stream_free(&s);
+}
+END_TEST
+
+START_TEST(stream_skips_a_bad_frame_and_stays_in_sync)
+{
+    struct raw r = {0};
+    raw_header(&r, SMK_PROTO_VERSION, 0x4242, 5);
+    raw_put(&r, "whatever", 8);
+    raw_seal(&r);
+    struct smk_buf b = {0};
+    encode_sample(0, &b, 6);
+    raw_put(&r, b.data, b.len);
+    struct smk_stream s;
+    smk_stream_init(&s, 0);
+    int64_t ev[4];
+    int n = feed(&s, r.p, r.len, 5, ev, 4);
+    ck_assert_int_eq(n, 2);
+    ck_assert_int_eq(ev[0], -SMK_ENOSYS);
+    ck_assert_int_eq(ev[1], 6);
+    smk_stream_free(&s);
+    smk_buf_free(&b);
+    free(r.p);
+}
+END_TEST
+
+START_TEST(stream_resync_finds_the_next_frame)
+{
+    rng_state = 7;
+    struct raw r = {0};
+    /* Garbage with decoys: a lone "SMK", and a magic followed by an
+     * impossible length. */
+    raw_put(&r, "\x00\x01garbage SMK more", 18);
+    raw_header(&r, SMK_PROTO_VERSION, SMK_PING, 1);
+    put32(r.p + r.len - 4, 0x7fffffff);
+    raw_put(&r, "tail of a stale reply", 21);
+    struct smk_buf b = {0};
+    encode_sample(2, &b, 0xabc);
+    encode_sample(0, &b, 0xdef);
+    raw_put(&r, b.data, b.len);
+    const size_t chunks[] = {1, 7, 16, 0};
+    for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
+        struct smk_stream s;
+        smk_stream_init(&s, 1);
+        int64_t ev[8];
+        int n = feed(&s, r.p, r.len, chunks[c], ev, 8);
+        /* One report for the whole run of garbage, the bogus header
+         * included, then both real frames. */
+        ck_assert_int_eq(n, 3);
+        ck_assert_int_eq(ev[0], -SMK_EBADMSG);
+        ck_assert_int_eq(ev[1], 0xabc);
+        ck_assert_int_eq(ev[2], 0xdef);
+        smk_stream_free(&s);
+    }
+    smk_buf_free(&b);
+    free(r.p);
+}
+END_TEST
+
+START_TEST(stream_reset_drops_a_partial_frame)
+{
+    struct smk_buf b = {0};
+    encode_sample(4, &b, 1);
+    encode_sample(0, &b, 2);
+    struct smk_stream s;
+    smk_stream_init(&s, 1);
+    int64_t ev[4];
+    size_t first = b.len - SMK_HEADER_SIZE;
+    ck_assert_int_eq(feed(&s, b.data, first / 2, 3, ev, 4), 0);
+    ck_assert(smk_stream_partial(&s));
+    smk_stream_reset(&s);
+    ck_assert(!smk_stream_partial(&s));
+    int n = feed(&s, b.data + first, SMK_HEADER_SIZE, 3, ev, 4);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(ev[0], 2);
+    smk_stream_free(&s);
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(stream_random_garbage_never_yields_a_false_frame)
+{
+    rng_state = 99;
+    struct smk_stream s;
+    smk_stream_init(&s, 1);
+    size_t len = 1 << 20;
+    uint8_t *p = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        p[i] = (uint8_t)rng();
+    int64_t ev[64];
+    int n = feed(&s, p, len, 0, ev, 64);
+    for (int i = 0; i < n; i++)
+        ck_assert_int_lt(ev[i], 0);
+    smk_stream_free(&s);
+    free(p);
+}
+END_TEST
+
+static Suite *proto_suite(void)
+{
+    Suite *s = suite_create("agent protocol");
+    TCase *tc = tcase_create("round trips");
+    tcase_add_test(tc, roundtrip_ping);
+    tcase_add_test(tc, roundtrip_ping_reply);
+    tcase_add_test(tc, roundtrip_exec);
+    tcase_add_test(tc, roundtrip_exec_minimal);
+    tcase_add_test(tc, roundtrip_exec_reply);
+    tcase_add_test(tc, roundtrip_write_file);
+    tcase_add_test(tc, roundtrip_read_file);
+    tcase_add_test(tc, roundtrip_read_reply);
+    tcase_add_test(tc, roundtrip_shutdown);
+    tcase_add_test(tc, roundtrip_empty_replies);
+    tcase_add_test(tc, roundtrip_error);
+    tcase_add_test(tc, error_message_is_cut_at_the_limit);
+    tcase_add_test(tc, frames_concatenate);
+    tcase_add_loop_test(tc, trailing_payload_bytes_are_ignored, 0, N_SAMPLES);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("bad frames");
+    tcase_add_loop_test(tc, truncated_at_every_length, 0, N_SAMPLES);
+    tcase_add_test(tc, bad_magic_fails_at_the_first_wrong_byte);
+    tcase_add_test(tc, oversized_length_is_refused_before_the_payload);
+    tcase_add_test(tc, other_version_is_skippable);
+    tcase_add_test(tc, unknown_type_is_skippable);
+    /* Samples 1..4, 6..8, 10 have payloads. */
+    tcase_add_loop_test(tc, short_payload_is_malformed, 1, 5);
+    tcase_add_loop_test(tc, short_payload_is_malformed, 6, 9);
+    tcase_add_loop_test(tc, short_payload_is_malformed, 10, 11);
+    tcase_add_test(tc, field_running_past_the_payload);
+    tcase_add_test(tc, nul_inside_a_string);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("limits");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, argv_count_limit);
+    tcase_add_test(tc, env_count_limit);
+    tcase_add_test(tc, huge_count_in_a_tiny_frame);
+    tcase_add_test(tc, string_length_limit);
+    tcase_add_test(tc, path_length_limit);
+    tcase_add_test(tc, data_size_limit);
+    tcase_add_test(tc, output_size_limit);
+    tcase_add_test(tc, invalid_field_values);
+    tcase_add_test(tc, failed_encode_leaves_the_buffer_alone);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("garbage");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, random_bytes);
+    tcase_add_test(tc, mutated_frames);
+    tcase_add_test(tc, find_magic);
+    tcase_add_test(tc, type_names);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("stream");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, stream_reassembles_every_type_in_any_chunking);
+    tcase_add_test(tc, stream_never_reads_past_a_frame);
+    tcase_add_test(tc, stream_without_resync_breaks_on_garbage);
+    tcase_add_test(tc, stream_skips_a_bad_frame_and_stays_in_sync);
+    tcase_add_test(tc, stream_resync_finds_the_next_frame);
+    tcase_add_test(tc, stream_reset_drops_a_partial_frame);
+    tcase_add_test(tc, stream_random_garbage_never_yields_a_false_frame);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(proto_suite());
+    srunner_run_all(sr, CK_ENV);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
