@@ -189,28 +189,42 @@ static void parse_cmdline(struct knobs *k)
 
 /* ---- root filesystem ---------------------------------------------------------- */
 
+/* Names the filesystem on DEV from its superblock magic, so that a wrong guess
+ * does not leave "Can't find ext4 filesystem" noise in the kernel log. */
+static const char *detect_fstype(const char *dev)
+{
+    unsigned char sb[2048];
+    int fd = open(dev, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    ssize_t n = pread(fd, sb, sizeof sb, 0);
+    close(fd);
+    if (n != (ssize_t)sizeof sb)
+        return NULL;
+    if (!memcmp(sb, "hsqs", 4))
+        return "squashfs";
+    if (sb[1024] == 0xe2 && sb[1025] == 0xe1 && sb[1026] == 0xf5 && sb[1027] == 0xe0)
+        return "erofs";
+    if (sb[1080] == 0x53 && sb[1081] == 0xef)
+        return "ext4"; /* also mounts ext2/ext3 */
+    return NULL;
+}
+
 static void mount_lower_device(const struct knobs *k)
 {
-    static const char *const guesses[] = {"ext4", "squashfs", "erofs", NULL};
-    const char *one[] = {k->rootfstype, NULL};
-    const char *const *types = k->rootfstype && *k->rootfstype ? one : guesses;
-
-    mkdir_p(LOWER_DEV, 0755);
-    /* virtio-blk normally probes before init runs, but a slow host can lag. */
-    for (int tries = 0;; tries++) {
-        int last = 0;
-        for (const char *const *t = types; *t; t++) {
-            if (mount(k->root, LOWER_DEV, *t, MS_RDONLY, NULL) == 0)
-                return;
-            /* EINVAL from a wrong guess must not hide ENOENT from a missing device. */
-            if (!last || errno != EINVAL)
-                last = errno;
-        }
-        if ((last != ENOENT && last != ENXIO && last != ENODEV) || tries >= 300)
-            fatal("mount smk.root=%s (%s) read-only: %s", k->root,
-                  k->rootfstype ? k->rootfstype : "ext4|squashfs|erofs", strerror(last));
+    /* virtio-blk normally probes before init runs, but give a slow host 3 s. */
+    struct stat st;
+    for (int tries = 0; stat(k->root, &st) < 0 || !S_ISBLK(st.st_mode); tries++) {
+        if (tries >= 300)
+            fatal("smk.root=%s: no such block device", k->root);
         usleep(10000);
     }
+    const char *type = k->rootfstype && *k->rootfstype ? k->rootfstype : detect_fstype(k->root);
+    if (!type)
+        fatal("smk.root=%s: unknown filesystem (set smk.rootfstype=)", k->root);
+    mkdir_p(LOWER_DEV, 0755);
+    if (mount(k->root, LOWER_DEV, type, MS_RDONLY, NULL) < 0)
+        fatal("mount smk.root=%s (%s) read-only: %s", k->root, type, strerror(errno));
 }
 
 static void setup_root(const struct knobs *k)

@@ -64,11 +64,13 @@ if [ -n "$root" ]; then
 	$B mkdir /run/upper /run/work $R /run/lower || fail "mkdir in /run"
 	# virtio-blk normally probes before init runs; allow a slow host 3 s.
 	n=0
-	until $B mount -o ro ${fstype:+-t "$fstype"} "$root" /run/lower 2>/dev/null; do
+	until [ -b "$root" ]; do
 		n=$((n + 1))
-		[ $n -lt 150 ] || fail "cannot mount smk.root=$root${fstype:+ ($fstype)} read-only"
+		[ $n -lt 150 ] || fail "smk.root=$root: no such block device"
 		$B usleep 20000
 	done
+	$B mount -o ro ${fstype:+-t "$fstype"} "$root" /run/lower ||
+		fail "cannot mount smk.root=$root${fstype:+ ($fstype)} read-only"
 	lower=/run/lower
 else
 	$B mkdir /run/upper /run/work $R || fail "mkdir in /run"
