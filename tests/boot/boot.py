@@ -184,7 +184,7 @@ class Boot:
                                          start_new_session=True)
 
     def s_ping(self):
-        p = self.client.run(["ping", "--wait", str(self.a.timeout)])
+        p = self.client.run(["ping", "--wait", str(max(1, round(self.a.timeout)))])
         t1 = time.monotonic_ns()
         if p.returncode != 0:
             self.alive()
@@ -244,32 +244,42 @@ class Boot:
         return p.stdout.decode(errors="replace").strip()
 
     def s_smpark(self):
-        # Interface: assets/smpark/README.md.
-        sp = SMPARK
+        # Interface: assets/smpark/README.md (/sys/kernel/smpark/{park,parked,cpus}).
+        park, parked, cpus = SMPARK_SYSFS + "/park", SMPARK_SYSFS + "/parked", SMPARK_SYSFS + "/cpus"
+        want = self.a.smp - 1
         self.tool("insmod", SMPARK_KO)
         try:
-            before = self.tool("cat", sp["state"])
-            if sp["unparked"] not in before:
-                raise StepFailed(f"after insmod {sp['state']} says {before!r}, expected {sp['unparked']!r}")
-            self.tool("write", sp["control"], sp["park"])
-            state = self.tool("cat", sp["state"])
-            if sp["parked"] not in state:
-                raise StepFailed(f"after park {sp['state']} says {state!r}, expected {sp['parked']!r}")
+            st = self.tool("cat", park)
+            if st != "0":
+                raise StepFailed(f"after insmod {park} reads {st!r}, expected '0'")
+            t0 = time.monotonic()
+            self.tool("write", park, "1")
+            dt = time.monotonic() - t0
+            st, n = self.tool("cat", park), self.tool("cat", parked)
+            table = self.tool("cat", cpus)
+            states = [ln.split()[1] for ln in table.splitlines() if len(ln.split()) == 2]
+            if st != "1" or n != str(want) or states.count("parked") != want or states.count("keeper") != 1:
+                raise StepFailed(f"after park: park={st!r} parked={n!r} (want {want}), cpus={table!r}")
             p = self.client.run(["ping"])
             if p.returncode != 0:
                 raise StepFailed("ping while parked: " + Client.describe(p))
             m = self.tool("uname", "-m")
             if m != self.a.arch:
                 raise StepFailed(f"exec while parked: uname -m said {m!r}")
-            self.tool("write", sp["control"], sp["unpark"])
-            state = self.tool("cat", sp["state"])
-            if sp["unparked"] not in state:
-                raise StepFailed(f"after unpark {sp['state']} says {state!r}")
-        finally:
+            self.tool("write", park, "0")
+            st, n = self.tool("cat", park), self.tool("cat", parked)
+            if st != "0" or n != "0":
+                raise StepFailed(f"after unpark: park={st!r} parked={n!r}")
+        except StepFailed:
             if self.proc.poll() is None:
-                self.tool("write", sp["control"], sp["unpark"], check=False)
+                try:
+                    self.tool("write", park, "0", check=False)
+                except StepFailed:
+                    pass
+            raise
         self.tool("rmmod", "smpark")
-        return f"insmod, park ({state!r} -> parked), ping + exec while parked, unpark, rmmod"
+        return (f"insmod, park {want} CPU(s) in {dt * 1e3:.0f} ms (cpus: {' '.join(states)}), "
+                f"ping + exec while parked, unpark, rmmod")
 
     def s_shutdown(self):
         p = self.client.run(["shutdown"])
@@ -328,15 +338,7 @@ class Boot:
         print("---")
 
 
-# smpark's sysfs interface, filled in from assets/smpark/README.md.
-SMPARK = {
-    "control": "/sys/kernel/smpark/park",
-    "state": "/sys/kernel/smpark/state",
-    "park": "1",
-    "unpark": "0",
-    "parked": "parked",
-    "unparked": "running",
-}
+SMPARK_SYSFS = "/sys/kernel/smpark"  # assets/smpark/README.md
 
 
 def preflight(a):
