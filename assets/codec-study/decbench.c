@@ -7,7 +7,7 @@
  *         filter=<name> raw=<bytes> blob=<bytes> median_ms= min_ms= max_ms= mbps=
  *       mbps is decompressed MB (10^6 bytes) per second at the median time.
  *
- *   decbench extract [-n RUNS] DIR RAW BLOB [RAW BLOB ...]
+ *   decbench extract [-n RUNS] [-c] DIR RAW BLOB [RAW BLOB ...]
  *       "All host assets to files", RUNS times, rotating through the variants:
  *         raw:      write each RAW from memory to DIR/.name.tmp, fsync, rename to DIR/name
  *         data:     archive_read_data() 64 KiB chunks -> write -> fsync -> rename
@@ -16,6 +16,9 @@
  *         kick_par: kick, all assets concurrently (one thread each)
  *       Targets are deleted (and DIR fsynced) before each run, so every run is a
  *       first extraction. Prints the median per variant and variant/raw.
+ *       -c (cold, root only): the blobs are mmap()ed from their files, like the
+ *       library's read-only data, and the page cache is dropped (sync +
+ *       drop_caches) before every timed run, so decoding reads them from disk.
  *
  * Timing is in-process (CLOCK_MONOTONIC) and excludes process start and reading
  * the inputs: the blob is already in memory, as it is when embedded in a library.
@@ -29,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -66,6 +70,35 @@ static struct buf slurp(const char *path)
 	close(fd);
 	b.path = path;
 	return b;
+}
+
+/* Cold mode: the blob is mapped from its file, like a library's .rodata, and the
+ * page cache is dropped before every timed run, so decoding faults it in from disk. */
+static int cold;
+
+static struct buf map_file(const char *path)
+{
+	struct buf b = {0};
+	struct stat st;
+	int fd = open(path, O_RDONLY);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		die(strerror(errno), path);
+	b.n = (size_t)st.st_size;
+	b.p = mmap(NULL, b.n, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (b.p == MAP_FAILED)
+		die(strerror(errno), path);
+	close(fd);
+	b.path = path;
+	return b;
+}
+
+static void drop_caches(void)
+{
+	sync();
+	int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+	if (fd < 0 || write(fd, "3\n", 2) != 2)
+		die("cannot drop caches (-c needs root)", strerror(errno));
+	close(fd);
 }
 
 static double now(void)
@@ -317,7 +350,7 @@ static int cmd_extract(int runs, const char *dir, int argc, char **argv)
 		die("too many assets", NULL);
 	for (int i = 0; i < n; i++) {
 		raw[i] = slurp(argv[2 * i]);
-		blob[i] = slurp(argv[2 * i + 1]);
+		blob[i] = cold ? map_file(argv[2 * i + 1]) : slurp(argv[2 * i + 1]);
 		rawsum += raw[i].n;
 		blobsum += blob[i].n;
 	}
@@ -326,6 +359,8 @@ static int cmd_extract(int runs, const char *dir, int argc, char **argv)
 		for (int k = 0; k < NVAR; k++) {
 			int v = (k + r) % NVAR;
 			clean(dir, raw, n);
+			if (cold)
+				drop_caches();
 			switch (v) {
 			case 0: t[v][r] = extract_raw(dir, raw, n); break;
 			case 1: t[v][r] = extract_codec(dir, raw, blob, n, V_DATA, 0); break;
@@ -356,10 +391,18 @@ int main(int argc, char **argv)
 	const char *cmd = argv[1];
 	argv += 2;
 	argc -= 2;
-	if (argc >= 2 && strcmp(argv[0], "-n") == 0) {
-		runs = atoi(argv[1]);
-		argv += 2;
-		argc -= 2;
+	for (;;) {
+		if (argc >= 2 && strcmp(argv[0], "-n") == 0) {
+			runs = atoi(argv[1]);
+			argv += 2;
+			argc -= 2;
+		} else if (argc >= 1 && strcmp(argv[0], "-c") == 0) {
+			cold = 1;
+			argv++;
+			argc--;
+		} else {
+			break;
+		}
 	}
 	if (runs < 1 || runs > 256)
 		die("RUNS must be 1..256", NULL);
@@ -369,6 +412,6 @@ int main(int argc, char **argv)
 		return cmd_extract(runs, argv[0], argc - 1, argv + 1);
 usage:
 	fprintf(stderr, "usage: decbench decode [-n RUNS] RAW BLOB\n"
-			"       decbench extract [-n RUNS] DIR RAW BLOB [RAW BLOB ...]\n");
+			"       decbench extract [-n RUNS] [-c] DIR RAW BLOB [RAW BLOB ...]\n");
 	return 2;
 }
