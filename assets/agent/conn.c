@@ -204,14 +204,18 @@ static uint32_t pending_id(const struct smk_stream *st)
     return m.hdr.id;
 }
 
-/* Receives and handles one step; returns 0 to go on, -1 when a socket
- * connection is over. */
-static int step(struct conn *c)
+/* Feeds the stream one read (or bytes set aside earlier); returns as
+ * smk_stream_advance(), with *over set when a socket connection has ended. */
+static int receive(struct conn *c, struct smk_msg *m, int *over)
 {
+    if (smk_stream_backlog(&c->st))
+        return smk_stream_replay(&c->st, m);
     size_t n;
     uint8_t *p = smk_stream_want(&c->st, &n);
-    if (!p)
-        return -1;
+    if (!p) {
+        *over = 1;
+        return 0;
+    }
     int partial = smk_stream_partial(&c->st);
     ssize_t r = smk_read_some(c->fd, p, n, partial ? STALL_MS : c->serial ? -1 : IDLE_MS);
     if (r == -ETIMEDOUT) {
@@ -219,27 +223,42 @@ static int step(struct conn *c)
             smk_log("dropping a frame that stopped arriving");
             reply_error(c, pending_id(&c->st), SMK_ETIMEDOUT,
                         "incomplete frame: nothing received for %d s", STALL_MS / 1000);
-            smk_stream_reset(&c->st);
         }
-        return c->serial ? 0 : -1;
+        *over = !c->serial;
+        /* Over virtio-serial, a client may have vanished mid-frame and the
+         * next one connected before a hang-up could be seen: its request
+         * was taken as the rest of the dead frame and is still in there. */
+        smk_stream_rescan(&c->st);
+        return 0;
     }
     if (r == 0) {
-        if (!c->serial)
-            return -1;
+        *over = !c->serial;
         /* The host side is not connected. A half-received frame belonged to
          * the client that left; the next one starts afresh. */
-        if (partial)
+        if (c->serial && partial)
             smk_log("host disconnected in the middle of a frame; dropped it");
         smk_stream_reset(&c->st);
-        smk_sleep_ms(RECONNECT_POLL_MS);
+        if (c->serial)
+            smk_sleep_ms(RECONNECT_POLL_MS);
         return 0;
     }
     if (r < 0) {
         smk_log("reading a request: %s", strerror((int)-r));
-        return -1;
+        *over = 1;
+        return 0;
     }
+    return smk_stream_advance(&c->st, (size_t)r, m);
+}
+
+/* Receives and handles one step; returns 0 to go on, -1 when the
+ * connection is over. */
+static int step(struct conn *c)
+{
     struct smk_msg m;
-    int k = smk_stream_advance(&c->st, (size_t)r, &m);
+    int over = 0;
+    int k = receive(c, &m, &over);
+    if (over)
+        return -1;
     if (k > 0)
         handle(c, &m);
     else if (k < 0)

@@ -10,10 +10,21 @@ void smk_stream_init(struct smk_stream *s, int resync)
     s->resync = resync;
 }
 
+/* Back to waiting for a header; the backlog and the garbage state stay. */
+static void next_frame(struct smk_stream *s)
+{
+    free(s->frame);
+    s->frame = NULL;
+    s->have = 0;
+    s->need = SMK_HEADER_SIZE;
+    s->done = 0;
+}
+
 void smk_stream_reset(struct smk_stream *s)
 {
     int resync = s->resync;
     free(s->frame);
+    free(s->backlog);
     smk_stream_init(s, resync);
 }
 
@@ -29,11 +40,8 @@ int smk_stream_partial(const struct smk_stream *s)
 
 uint8_t *smk_stream_want(struct smk_stream *s, size_t *n)
 {
-    if (s->done) {
-        int in_garbage = s->in_garbage;
-        smk_stream_reset(s);
-        s->in_garbage = in_garbage;
-    }
+    if (s->done)
+        next_frame(s);
     if (s->broken) {
         *n = 0;
         return NULL;
@@ -87,4 +95,54 @@ int smk_stream_advance(struct smk_stream *s, size_t n, struct smk_msg *msg)
     int r = smk_decode(s->frame, s->have, msg);
     s->done = 1;
     return r > 0 ? 1 : r;
+}
+
+void smk_stream_rescan(struct smk_stream *s)
+{
+    if (!smk_stream_partial(s))
+        return;
+    const uint8_t *bytes = s->frame ? s->frame : s->head;
+    size_t from = 1 + smk_find_magic(bytes + 1, s->have - 1);
+    size_t keep = s->have - from, rest = s->backlog_len - s->backlog_off;
+    uint8_t *b = keep ? malloc(keep + rest) : NULL;
+    if (b) {
+        /* Set-aside bytes not replayed yet came after this frame's. */
+        memcpy(b, bytes + from, keep);
+        if (rest)
+            memcpy(b + keep, s->backlog + s->backlog_off, rest);
+        free(s->backlog);
+        s->backlog = b;
+        s->backlog_len = keep + rest;
+        s->backlog_off = 0;
+    }
+    next_frame(s);
+}
+
+int smk_stream_backlog(const struct smk_stream *s)
+{
+    return s->backlog_off < s->backlog_len;
+}
+
+int smk_stream_replay(struct smk_stream *s, struct smk_msg *msg)
+{
+    size_t n;
+    uint8_t *dst = smk_stream_want(s, &n);
+    if (!dst) {
+        free(s->backlog);
+        s->backlog = NULL;
+        s->backlog_len = s->backlog_off = 0;
+    }
+    if (!dst || !smk_stream_backlog(s))
+        return 0;
+    size_t left = s->backlog_len - s->backlog_off;
+    if (n > left)
+        n = left;
+    memcpy(dst, s->backlog + s->backlog_off, n);
+    s->backlog_off += n;
+    if (s->backlog_off == s->backlog_len) {
+        free(s->backlog);
+        s->backlog = NULL;
+        s->backlog_len = s->backlog_off = 0;
+    }
+    return smk_stream_advance(s, n, msg);
 }

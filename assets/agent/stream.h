@@ -15,21 +15,37 @@
 
 struct smk_stream {
     uint8_t head[SMK_HEADER_SIZE];
-    uint8_t *frame; /* whole frame, allocated once its header is sound */
-    size_t have;    /* bytes of the current frame received */
-    size_t need;    /* bytes the current frame needs in total */
-    int resync;     /* after garbage, hunt for the next magic instead of giving up */
-    int in_garbage; /* the current garbage run has been reported already */
-    int done;       /* a frame was handed out and is released on the next want */
-    int broken;     /* lost sync without resync: only smk_stream_reset() helps */
+    uint8_t *frame;   /* whole frame, allocated once its header is sound */
+    size_t have;      /* bytes of the current frame received */
+    size_t need;      /* bytes the current frame needs in total */
+    int resync;       /* after garbage, hunt for the next magic instead of giving up */
+    int in_garbage;   /* the current garbage run has been reported already */
+    int done;         /* a frame was handed out and is released on the next want */
+    int broken;       /* lost sync without resync: only smk_stream_reset() helps */
+    uint8_t *backlog; /* bytes set aside by smk_stream_rescan(), to be fed again */
+    size_t backlog_len, backlog_off;
 };
 
 /* resync: for transports without connections (virtio-serial), where the only
  * way back to a frame boundary is to look for the next magic. */
 void smk_stream_init(struct smk_stream *s, int resync);
 
-/* Drops any partial frame, e.g. when the peer went away. */
+/* Drops any partial frame and set-aside bytes, e.g. when the peer went away. */
 void smk_stream_reset(struct smk_stream *s);
+
+/*
+ * Gives up on the partial frame without losing what may follow it: when a
+ * virtio-serial client vanished mid-frame and the next one's bytes were
+ * appended to it. The bytes after its first byte are set aside, from the
+ * next magic on, and fed again by smk_stream_replay().
+ */
+void smk_stream_rescan(struct smk_stream *s);
+
+/* Whether set-aside bytes wait for smk_stream_replay(). */
+int smk_stream_backlog(const struct smk_stream *s);
+
+/* Feeds set-aside bytes instead of reading; returns as smk_stream_advance(). */
+int smk_stream_replay(struct smk_stream *s, struct smk_msg *msg);
 
 void smk_stream_free(struct smk_stream *s);
 

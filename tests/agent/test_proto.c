@@ -956,6 +956,98 @@ START_TEST(stream_random_garbage_never_yields_a_false_frame)
 }
 END_TEST
 
+/* A client died mid-frame and the next one's request was appended to it
+ * before the agent noticed: rescan must find the request. */
+/* A frame whose payload holds no magic, of which a client sent only part. */
+static void encode_dead(struct smk_buf *b)
+{
+    static uint8_t data[1000];
+    memset(data, 'x', sizeof(data));
+    ck_assert_int_eq(smk_encode_write_file(b, 1, "/f", 0644, data, sizeof(data)), 0);
+}
+
+START_TEST(stream_rescan_finds_a_request_appended_to_a_dead_frame)
+{
+    struct smk_buf dead = {0}, next = {0};
+    encode_dead(&dead);
+    encode_sample(2, &next, 2);
+    encode_sample(0, &next, 3);
+    struct raw r = {0};
+    raw_put(&r, dead.data, dead.len / 2);
+    raw_put(&r, next.data, next.len);
+    struct smk_stream s;
+    smk_stream_init(&s, 1);
+    int64_t ev[4];
+    ck_assert_int_eq(feed(&s, r.p, r.len, 1000, ev, 4), 0);
+    ck_assert(smk_stream_partial(&s));
+    smk_stream_rescan(&s);
+    ck_assert(smk_stream_backlog(&s));
+    int n = 0;
+    while (smk_stream_backlog(&s) && n < 4) {
+        struct smk_msg m;
+        int k = smk_stream_replay(&s, &m);
+        if (k != 0)
+            ev[n++] = k > 0 ? (int64_t)m.hdr.id : k;
+    }
+    ck_assert_int_eq(n, 2);
+    ck_assert_int_eq(ev[0], 2);
+    ck_assert_int_eq(ev[1], 3);
+    ck_assert(!smk_stream_partial(&s));
+    smk_stream_free(&s);
+    smk_buf_free(&dead);
+    smk_buf_free(&next);
+    free(r.p);
+}
+END_TEST
+
+START_TEST(stream_rescan_keeps_a_partial_request_for_more_bytes)
+{
+    struct smk_buf dead = {0}, next = {0};
+    encode_dead(&dead);
+    encode_sample(6, &next, 9);
+    struct raw r = {0};
+    raw_put(&r, dead.data, 20);
+    raw_put(&r, next.data, 10);
+    struct smk_stream s;
+    smk_stream_init(&s, 1);
+    int64_t ev[4];
+    ck_assert_int_eq(feed(&s, r.p, r.len, 7, ev, 4), 0);
+    smk_stream_rescan(&s);
+    struct smk_msg m;
+    while (smk_stream_backlog(&s))
+        ck_assert_int_eq(smk_stream_replay(&s, &m), 0);
+    /* The rest of the request arrives by the normal route. */
+    ck_assert_int_eq(feed(&s, next.data + 10, next.len - 10, 3, ev, 4), 1);
+    ck_assert_int_eq(ev[0], 9);
+    smk_stream_free(&s);
+    smk_buf_free(&dead);
+    smk_buf_free(&next);
+    free(r.p);
+}
+END_TEST
+
+START_TEST(stream_rescan_of_pure_garbage_keeps_nothing)
+{
+    struct smk_buf dead = {0};
+    encode_dead(&dead);
+    struct smk_stream s;
+    smk_stream_init(&s, 1);
+    int64_t ev[4];
+    ck_assert_int_eq(feed(&s, dead.data, dead.len - 1, 16, ev, 4), 0);
+    smk_stream_rescan(&s);
+    ck_assert(!smk_stream_backlog(&s));
+    ck_assert(!smk_stream_partial(&s));
+    /* Nothing buffered: rescan is a no-op, and reset clears a backlog. */
+    smk_stream_rescan(&s);
+    ck_assert(!smk_stream_backlog(&s));
+    ck_assert_int_eq(feed(&s, dead.data, 30, 30, ev, 4), 0);
+    smk_stream_reset(&s);
+    ck_assert(!smk_stream_partial(&s));
+    smk_stream_free(&s);
+    smk_buf_free(&dead);
+}
+END_TEST
+
 static Suite *proto_suite(void)
 {
     Suite *s = suite_create("agent protocol");
@@ -1020,6 +1112,9 @@ static Suite *proto_suite(void)
     tcase_add_test(tc, stream_resync_finds_the_next_frame);
     tcase_add_test(tc, stream_reset_drops_a_partial_frame);
     tcase_add_test(tc, stream_random_garbage_never_yields_a_false_frame);
+    tcase_add_test(tc, stream_rescan_finds_a_request_appended_to_a_dead_frame);
+    tcase_add_test(tc, stream_rescan_keeps_a_partial_request_for_more_bytes);
+    tcase_add_test(tc, stream_rescan_of_pure_garbage_keeps_nothing);
     suite_add_tcase(s, tc);
     return s;
 }
