@@ -63,15 +63,15 @@ int main(int argc, char **argv)
                                   .serial_name = SMK_DEFAULT_SERIAL_NAME};
     for (int i = argc > 1 && strcmp(argv[1], "serve") == 0 ? 2 : 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--vsock-port") == 0 && v && parse_port(v, &opts.vsock_port) == 0)
+        if (strcmp(a, "--vsock-port") == 0 && v && parse_port(v, &opts.vsock_port) == 0) {
             i++;
-        else if (strcmp(a, "--serial-name") == 0 && v && *v)
+        } else if (strcmp(a, "--serial-name") == 0 && v && *v) {
             opts.serial_name = argv[++i];
-        else if (strcmp(a, "--listen") == 0 && v)
+        } else if (strcmp(a, "--listen") == 0 && v) {
             opts.listen = argv[++i];
-        else if (pid1)
+        } else if (pid1) {
             smk_log("ignoring argument %s", a);
-        else {
+        } else {
             smk_log("serve: bad argument %s (see --help)", a);
             return 2;
         }
