@@ -605,7 +605,7 @@ static int raw_connect(void)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un a = {.sun_family = AF_UNIX};
-    snprintf(a.sun_path, sizeof(a.sun_path), "%s", sock_path);
+    snprintf(a.sun_path, sizeof(a.sun_path), "%.107s", sock_path);
     ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
     return fd;
 }
