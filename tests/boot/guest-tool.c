@@ -40,9 +40,10 @@ static int fail(const char *what, const char *arg)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: guest-tool uname [-m|-r|-s|-n|-a] | insmod FILE [PARAMS...] | rmmod NAME |\n"
-                    "       cat FILE... | write FILE TEXT... | nproc | cpus | sleep SECONDS | "
-                    "echo WORDS...\n");
+    fprintf(stderr,
+            "usage: guest-tool uname [-m|-r|-s|-n|-a] | insmod FILE [PARAMS...] | rmmod NAME |\n"
+            "       cat FILE... | write FILE TEXT... | nproc | cpus | sleep SECONDS | "
+            "echo WORDS...\n");
     return 2;
 }
 

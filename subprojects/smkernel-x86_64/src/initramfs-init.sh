@@ -12,7 +12,7 @@
 #   smk.root=/dev/vda           read-only lower layer instead of the initramfs
 #   smk.rootfstype=ext4|squashfs  its type (default: busybox mount autodetects)
 #
-# Every fork+exec of busybox costs ~30 ms under TCG, so: shell builtins where
+# Every fork+exec of busybox costs 10-30 ms under TCG, so: shell builtins where
 # possible, and mounts in batches through "mount -a" with a here-document as
 # fstab (one exec for several mounts). The initramfs has no applet links, so
 # applets run as "$B applet". busybox switch_root is not used: it empties the
