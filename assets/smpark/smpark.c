@@ -109,8 +109,9 @@ static void smpark_spin(struct smpark_cpu *pc)
 
 	ct_idle_enter();
 	/*
-	 * LDXR + WFE on arm64: the releasing store clears our exclusive monitor
-	 * and wakes us; the architected event stream bounds the wait anyway.
+	 * LDXR + WFE on arm64: the releasing store clears our exclusive monitor,
+	 * which is a wake-up event (so is the SEV after it). No timer event
+	 * stream is needed (the shipped kernel does not enable one).
 	 */
 	smp_cond_load_acquire(&smpark_release, VAL);
 	ct_idle_exit();
