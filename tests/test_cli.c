@@ -165,8 +165,8 @@ START_TEST(test_path)
     ck_assert_int_eq(run("path", "supermachine-agent", NULL), 0);
     out[strcspn(out, "\n")] = '\0';
     ck_assert_int_eq(smk_verify_file(SMK_ASSET_SUPERMACHINE_AGENT, out), 0);
-    char first[1024];
-    snprintf(first, sizeof first, "%s", out);
+    static char first[sizeof out];
+    memcpy(first, out, sizeof out);
     ck_assert_int_eq(run("path", "supermachine-agent", NULL), 0);
     out[strcspn(out, "\n")] = '\0';
     ck_assert_str_eq(out, first);
