@@ -130,7 +130,7 @@ def build_qemu(a, workdir, sock, console):
     argv += cpu + [
         "-accel", accel,
         "-smp", str(a.smp), "-m", str(a.mem),
-        "-no-reboot", "-nographic", "-monitor", "none",
+        "-no-reboot", "-nographic", "-monitor", "none", "-nic", "none",
         "-serial", f"file:{console}",
         "-kernel", a.kernel, "-initrd", a.initramfs, "-append", cmdline,
         "-device", "virtio-serial-device",
@@ -247,37 +247,45 @@ class Boot:
         # Interface: assets/smpark/README.md (/sys/kernel/smpark/{park,parked,cpus}).
         park, parked, cpus = SMPARK_SYSFS + "/park", SMPARK_SYSFS + "/parked", SMPARK_SYSFS + "/cpus"
         want = self.a.smp - 1
-        self.tool("insmod", SMPARK_KO)
+        phase = ["insmod"]
+
+        def at(name):
+            phase[0] = name
+
         try:
+            self.tool("insmod", SMPARK_KO)
+            at("read park after insmod")
             st = self.tool("cat", park)
             if st != "0":
-                raise StepFailed(f"after insmod {park} reads {st!r}, expected '0'")
+                raise StepFailed(f"{park} reads {st!r}, expected '0'")
+            at("park (write 1)")
             t0 = time.monotonic()
             self.tool("write", park, "1")
             dt = time.monotonic() - t0
+            at("read state while parked")
             st, n = self.tool("cat", park), self.tool("cat", parked)
             table = self.tool("cat", cpus)
             states = [ln.split()[1] for ln in table.splitlines() if len(ln.split()) == 2]
             if st != "1" or n != str(want) or states.count("parked") != want or states.count("keeper") != 1:
-                raise StepFailed(f"after park: park={st!r} parked={n!r} (want {want}), cpus={table!r}")
+                raise StepFailed(f"park={st!r} parked={n!r} (want {want}), cpus={table!r}")
+            at("ping while parked")
             p = self.client.run(["ping"])
             if p.returncode != 0:
-                raise StepFailed("ping while parked: " + Client.describe(p))
+                raise StepFailed(Client.describe(p))
+            at("exec while parked")
             m = self.tool("uname", "-m")
             if m != self.a.arch:
-                raise StepFailed(f"exec while parked: uname -m said {m!r}")
+                raise StepFailed(f"uname -m said {m!r}")
+            at("unpark (write 0)")
             self.tool("write", park, "0")
+            at("read state after unpark")
             st, n = self.tool("cat", park), self.tool("cat", parked)
             if st != "0" or n != "0":
-                raise StepFailed(f"after unpark: park={st!r} parked={n!r}")
-        except StepFailed:
-            if self.proc.poll() is None:
-                try:
-                    self.tool("write", park, "0", check=False)
-                except StepFailed:
-                    pass
-            raise
-        self.tool("rmmod", "smpark")
+                raise StepFailed(f"park={st!r} parked={n!r}")
+            at("rmmod")
+            self.tool("rmmod", "smpark")
+        except StepFailed as e:
+            raise StepFailed(f"during {phase[0]}: {e}")
         return (f"insmod, park {want} CPU(s) in {dt * 1e3:.0f} ms (cpus: {' '.join(states)}), "
                 f"ping + exec while parked, unpark, rmmod")
 
