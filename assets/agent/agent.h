@@ -21,6 +21,9 @@ uint64_t smk_boottime_ns(void);
  * non-blocking fd. */
 ssize_t smk_read_some(int fd, void *buf, size_t len, int timeout_ms);
 int smk_write_all(int fd, const void *buf, size_t len, int timeout_ms);
+/* The same, but a hang-up is believed only after it has lasted hup_grace_ms
+ * (virtio-serial reports one until the host's open reaches the guest). */
+int smk_write_all_hup(int fd, const void *buf, size_t len, int timeout_ms, int hup_grace_ms);
 void smk_sleep_ms(int ms);
 /* Reads a whole file, or stdin for "-", refusing more than max bytes. */
 int smk_slurp(const char *path, size_t max, uint8_t **data, size_t *len);

@@ -16,6 +16,7 @@
 #define SEND_MS 30000           /* a reply the peer does not take */
 #define LINGER_MS 2000          /* after a SHUTDOWN reply, for the peer to hang up */
 #define RECONNECT_POLL_MS 100   /* how often a disconnected serial port is checked */
+#define SERIAL_HUP_GRACE_MS 2000 /* a serial hang-up that may only be a late "port open" */
 
 struct conn {
     int fd;
@@ -27,7 +28,7 @@ struct conn {
 
 static void send_frame(struct conn *c, struct smk_buf *b)
 {
-    int r = smk_write_all(c->fd, b->data, b->len, SEND_MS);
+    int r = smk_write_all_hup(c->fd, b->data, b->len, SEND_MS, c->serial ? SERIAL_HUP_GRACE_MS : 0);
     if (r < 0) {
         smk_log("sending reply: %s", strerror(-r));
         c->peer_gone = 1;

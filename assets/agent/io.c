@@ -90,7 +90,13 @@ ssize_t smk_read_some(int fd, void *buf, size_t len, int timeout_ms)
 
 int smk_write_all(int fd, const void *buf, size_t len, int timeout_ms)
 {
+    return smk_write_all_hup(fd, buf, len, timeout_ms, 0);
+}
+
+int smk_write_all_hup(int fd, const void *buf, size_t len, int timeout_ms, int hup_grace_ms)
+{
     int64_t deadline = timeout_ms < 0 ? -1 : smk_now_ms() + timeout_ms;
+    int64_t hup_since = -1;
     const uint8_t *p = buf;
     while (len > 0) {
         ssize_t w = write(fd, p, len);
@@ -110,9 +116,20 @@ int smk_write_all(int fd, const void *buf, size_t len, int timeout_ms)
         if (n < 0 && errno != EINTR)
             return -errno;
         /* A virtio-serial port whose host side is gone never becomes
-         * writable again; it only reports the hang-up. */
-        if (n > 0 && !(pf.revents & POLLOUT) && (pf.revents & (POLLHUP | POLLERR | POLLNVAL)))
-            return -EPIPE;
+         * writable again; it only reports the hang-up. But the host's "port
+         * open" control message travels on another virtqueue than its data:
+         * with several vCPUs a request can arrive before the guest driver
+         * marks the host connected, and the port reports the hang-up until
+         * then. So a serial port gets a short grace period to come back. */
+        if (n > 0 && !(pf.revents & POLLOUT) && (pf.revents & (POLLHUP | POLLERR | POLLNVAL))) {
+            int64_t now = smk_now_ms();
+            if (hup_since < 0)
+                hup_since = now;
+            if (now - hup_since >= hup_grace_ms || (pf.revents & POLLNVAL))
+                return -EPIPE;
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
     }
     return 0;
 }
