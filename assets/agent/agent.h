@@ -24,6 +24,11 @@ int smk_write_all(int fd, const void *buf, size_t len, int timeout_ms);
 /* The same, but a hang-up is believed only after it has lasted hup_grace_ms
  * (virtio-serial reports one until the host's open reaches the guest). */
 int smk_write_all_hup(int fd, const void *buf, size_t len, int timeout_ms, int hup_grace_ms);
+
+/* How long a virtio-serial hang-up must last before the host is taken to be
+ * gone, and how often it is looked at meanwhile. */
+#define SERIAL_HUP_GRACE_MS 2000
+#define SERIAL_HUP_RECHECK_MS 50
 void smk_sleep_ms(int ms);
 /* Reads a whole file, or stdin for "-", refusing more than max bytes. */
 int smk_slurp(const char *path, size_t max, uint8_t **data, size_t *len);

@@ -16,12 +16,12 @@
 #define SEND_MS 30000           /* a reply the peer does not take */
 #define LINGER_MS 2000          /* after a SHUTDOWN reply, for the peer to hang up */
 #define RECONNECT_POLL_MS 100   /* how often a disconnected serial port is checked */
-#define SERIAL_HUP_GRACE_MS 2000 /* a serial hang-up that may only be a late "port open" */
 
 struct conn {
     int fd;
     int serial;
     int peer_gone; /* the last reply could not be delivered */
+    int64_t hup_since; /* when a serial hang-up began, or -1 */
     const struct smk_conn_ctx *ctx;
     struct smk_stream st;
 };
@@ -234,6 +234,16 @@ static int receive(struct conn *c, struct smk_msg *m, int *over)
     }
     if (r == 0) {
         *over = !c->serial;
+        /* With several vCPUs the host's "port open" may reach the guest after
+         * the first bytes of its request: a hang-up in mid-frame is believed
+         * once it has lasted, so that request is not dropped. */
+        int64_t now = smk_now_ms();
+        if (c->serial && c->hup_since < 0)
+            c->hup_since = now;
+        if (c->serial && partial && now - c->hup_since < SERIAL_HUP_GRACE_MS) {
+            smk_sleep_ms(SERIAL_HUP_RECHECK_MS);
+            return 0;
+        }
         /* The host side is not connected. A half-received frame belonged to
          * the client that left; the next one starts afresh. */
         if (c->serial && partial)
@@ -248,6 +258,7 @@ static int receive(struct conn *c, struct smk_msg *m, int *over)
         *over = 1;
         return 0;
     }
+    c->hup_since = -1;
     return smk_stream_advance(&c->st, (size_t)r, m);
 }
 
@@ -275,7 +286,7 @@ static int step(struct conn *c)
 
 static void serve(int fd, int serial, const struct smk_conn_ctx *ctx)
 {
-    struct conn c = {.fd = fd, .serial = serial, .ctx = ctx};
+    struct conn c = {.fd = fd, .serial = serial, .ctx = ctx, .hup_since = -1};
     smk_stream_init(&c.st, serial);
     while (step(&c) == 0)
         ;

@@ -317,6 +317,7 @@ int smk_exec(const struct smk_msg *req, int peer_fd, int peer_is_serial,
     uint32_t timeout_ms = req->u.exec.timeout_ms;
     int64_t deadline = timeout_ms ? smk_now_ms() + timeout_ms : -1;
     int watch_peer = peer_fd >= 0, status = 0, exited = 0, timed_out = 0, cancelled = 0;
+    int64_t hup_since = -1, peer_recheck = 0;
     int poll_errno = 0;
     while (!exited && !timed_out && !cancelled && !poll_errno) {
         struct pollfd pf[5];
@@ -329,7 +330,10 @@ int smk_exec(const struct smk_msg *req, int peer_fd, int peer_is_serial,
             pf[i_err = n++] = (struct pollfd){.fd = cerr.fd, .events = POLLIN};
         if (pidfd >= 0)
             pf[i_pid = n++] = (struct pollfd){.fd = pidfd, .events = POLLIN};
-        if (watch_peer)
+        /* A serial hang-up that may be transient is looked at again later,
+         * not spun on (poll reports it at once for as long as it lasts). */
+        int peer_due = smk_now_ms() >= peer_recheck;
+        if (watch_peer && peer_due)
             pf[i_peer = n++] =
                 (struct pollfd){.fd = peer_fd, .events = peer_is_serial ? 0 : POLLIN | POLLRDHUP};
         int wait_ms = -1;
@@ -337,6 +341,8 @@ int smk_exec(const struct smk_msg *req, int peer_fd, int peer_is_serial,
             int64_t left = deadline - smk_now_ms();
             wait_ms = left < 0 ? 0 : left > 0x7fffffff ? 0x7fffffff : (int)left;
         }
+        if (watch_peer && !peer_due && (wait_ms < 0 || wait_ms > SERIAL_HUP_RECHECK_MS))
+            wait_ms = SERIAL_HUP_RECHECK_MS;
         /* Without a pidfd (kernels before 5.3) the exit is found by polling. */
         if (pidfd < 0 && (wait_ms < 0 || wait_ms > 50))
             wait_ms = 50;
@@ -364,9 +370,20 @@ int smk_exec(const struct smk_msg *req, int peer_fd, int peer_is_serial,
             capture_drain(&cout, 64);
         if (i_err >= 0 && pf[i_err].revents)
             capture_drain(&cerr, 64);
+        if (i_peer >= 0 && !pf[i_peer].revents)
+            hup_since = -1;
         if (i_peer >= 0 && pf[i_peer].revents &&
-            peer_gone(peer_fd, peer_is_serial, pf[i_peer].revents, &watch_peer))
-            cancelled = 1;
+            peer_gone(peer_fd, peer_is_serial, pf[i_peer].revents, &watch_peer)) {
+            /* The host's "port open" can reach the guest after its request
+             * (another virtqueue): believe a serial hang-up once it lasts. */
+            int64_t now = smk_now_ms();
+            if (hup_since < 0)
+                hup_since = now;
+            if (!peer_is_serial || now - hup_since >= SERIAL_HUP_GRACE_MS)
+                cancelled = 1;
+            else
+                peer_recheck = now + SERIAL_HUP_RECHECK_MS;
+        }
         if (i_pid >= 0 && pf[i_pid].revents && waitpid(pid, &status, 0) == pid)
             exited = 1;
     }
