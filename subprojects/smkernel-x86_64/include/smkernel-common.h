@@ -174,7 +174,8 @@ struct smk_initramfs_file {
  *  aarch64: /init (init-oci), /sbin/supermachine-agent, /lib/modules/smpark.ko
  * plus /dev/console and the usual empty directories, then the n_extra caller files, which may
  * add to or replace those. Returns 0, the errors of smk_extract(), -EINVAL for a bad extra entry
- * (relative guest_path, "..", NULL data with size > 0), and errors reading a host_path.
+ * (relative guest_path, "..", NULL data with size > 0), -E2BIG when the extras need more than
+ * 256 directories, and errors reading a host_path.
  */
 SMK_API int smk_write_initramfs(const char *path, const struct smk_initramfs_file *extra,
                                 size_t n_extra, unsigned int flags);

@@ -108,6 +108,8 @@ const char *smk_strerror(int err)
         return "text file busy";
     case -EXDEV:
         return "cross-device link";
+    case -E2BIG:
+        return "too many entries";
     default:
         return "unknown error";
     }
