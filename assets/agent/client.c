@@ -197,6 +197,21 @@ static void report_error(const struct client *c, const struct smk_msg *m)
     smk_log("%s: %.*s", c->cmd, (int)m->u.error.message.len, (const char *)m->u.error.message.ptr);
 }
 
+/* Send req (freed here) and wait for its reply: 0 with the reply in *m, the
+ * transport's status, or 1 after reporting an error reply. */
+static int request(struct client *c, struct smk_buf *req, uint16_t type, struct smk_msg *m)
+{
+    int r = transact(c, req, type, m, REPLY_MS);
+    smk_buf_free(req);
+    if (r)
+        return r;
+    if (m->hdr.type == SMK_ERROR) {
+        report_error(c, m);
+        return 1;
+    }
+    return 0;
+}
+
 /* SECONDS as a duration in ms: >= 0, fractions allowed. */
 static int parse_seconds(const char *s, int64_t *ms)
 {
@@ -477,14 +492,9 @@ static int cmd_write(struct client *c, int n, char **args)
         return 1;
     }
     struct smk_msg m;
-    r = transact(c, &req, SMK_WRITE_FILE, &m, REPLY_MS);
-    smk_buf_free(&req);
+    r = request(c, &req, SMK_WRITE_FILE, &m);
     if (r)
         return r;
-    if (m.hdr.type == SMK_ERROR) {
-        report_error(c, &m);
-        return 1;
-    }
     return 0;
 }
 
@@ -501,14 +511,9 @@ static int cmd_read(struct client *c, int n, char **args)
         return 1;
     }
     struct smk_msg m;
-    r = transact(c, &req, SMK_READ_FILE, &m, REPLY_MS);
-    smk_buf_free(&req);
+    r = request(c, &req, SMK_READ_FILE, &m);
     if (r)
         return r;
-    if (m.hdr.type == SMK_ERROR) {
-        report_error(c, &m);
-        return 1;
-    }
     r = smk_write_all(1, m.u.read_reply.data.ptr, m.u.read_reply.data.len, -1);
     if (r < 0) {
         smk_log("read: writing to stdout: %s", strerror(-r));
@@ -534,15 +539,7 @@ static int cmd_shutdown(struct client *c, int n, char **args)
     if (smk_encode_shutdown(&req, c->id, action) < 0)
         return 1;
     struct smk_msg m;
-    int r = transact(c, &req, SMK_SHUTDOWN, &m, REPLY_MS);
-    smk_buf_free(&req);
-    if (r)
-        return r;
-    if (m.hdr.type == SMK_ERROR) {
-        report_error(c, &m);
-        return 1;
-    }
-    return 0;
+    return request(c, &req, SMK_SHUTDOWN, &m);
 }
 
 int smk_client_main(int argc, char **argv)
