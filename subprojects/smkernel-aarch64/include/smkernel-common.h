@@ -90,12 +90,18 @@ SMK_API const struct smk_asset *const *smk_assets(size_t *count);
  * path. A reader of path sees the old file or the complete new one, never a partial one; on any
  * failure path is left as it was and no temporary file remains. Concurrent extractions of the
  * same asset to one path from many threads or processes all succeed with the right bytes.
+ * A symlink at path is replaced, never followed. On Linux the temporary is an O_TMPFILE with no
+ * name while it is written; a process killed in the microseconds between naming it and the
+ * rename (or, without O_TMPFILE, during the write) leaves a ".smk-tmp-*" file, which the next
+ * successful extraction into that directory removes once its writer is provably gone.
  *
  * Returns 0, or:
  *  -EINVAL   path NULL or empty, unknown flags, or id out of range
  *  -ENOENT   id not shipped on this arch, or a parent directory is missing (without
  *            SMK_EXTRACT_PARENTS)
  *  -EISDIR   path names a directory
+ *  -EEXIST   path is a FIFO, socket or device node: refused, never opened nor replaced
+ *  -ELOOP    too many symbolic links in the parent path
  *  -ENOTDIR  a component of the parent path is not a directory
  *  -EACCES / -EPERM / -EROFS   the directory cannot be written
  *  -ENOSPC / -EDQUOT / -EFBIG / -EIO   writing failed (the target is untouched)

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -298,42 +299,120 @@ START_TEST(test_extract_bad_arguments)
 }
 END_TEST
 
+/*
+ * A listing of everything under dir (name, type, size, mode, link target, mtime) to show that a
+ * failed call wrote nothing anywhere, not only that the target is absent.
+ */
+static void snapshot_into(char *out, size_t size, const char *dir, int depth)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char p[2048], link[256] = "";
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(p, &st) != 0)
+            continue;
+        if (S_ISLNK(st.st_mode) && readlink(p, link, sizeof link - 1) < 0)
+            link[0] = '\0';
+        size_t used = strlen(out);
+        snprintf(out + used, size - used, "%s %o %lld %ld.%09ld %s\n", p, (unsigned)st.st_mode,
+                 (long long)st.st_size, (long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, link);
+        if (S_ISDIR(st.st_mode) && depth < 8)
+            snapshot_into(out, size, p, depth + 1);
+    }
+    closedir(d);
+}
+
+static char *snapshot(void)
+{
+    size_t size = 1 << 16;
+    char *s = calloc(1, size);
+    snapshot_into(s, size, tmp, 0);
+    return s;
+}
+
+/* smk_extract(kernel, path, flags) must fail with want and change nothing under tmp. */
+static void fails_cleanly(const char *path, unsigned int flags, int want)
+{
+    char *before = snapshot();
+    int r = smk_extract(SMK_ASSET_KERNEL, path, flags);
+    char *after = snapshot();
+    ck_assert_msg(r == want, "%s: got %d (%s), want %d", path, r, smk_strerror(r), want);
+    ck_assert_msg(strcmp(before, after) == 0, "%s: files changed:\n%s---\n%s", path, before,
+                  after);
+    free(before);
+    free(after);
+}
+
+/* Each hostile or hopeless target has its documented errno and leaves every file as it was. */
 START_TEST(test_extract_hostile_targets)
 {
     mk_tmp();
-    /* A directory, or a path spelled as one. */
+    /* A directory, or a path spelled as one: -EISDIR. */
     ck_assert_int_eq(mkdir(at("dir"), 0755), 0);
-    ck_assert_int_eq(smk_extract(SMK_ASSET_KERNEL, at("dir"), 0), -EISDIR);
-    ck_assert_int_eq(smk_extract(SMK_ASSET_KERNEL, at("x/"), 0), -EISDIR);
-    ck_assert_int_eq(smk_extract(SMK_ASSET_KERNEL, at("dir/.."), 0), -EISDIR);
-    /* A missing parent, a parent that is a file. */
-    ck_assert_int_eq(smk_extract(SMK_ASSET_KERNEL, at("missing/k"), 0), -ENOENT);
+    fails_cleanly(at("dir"), 0, -EISDIR);
+    fails_cleanly(at("x/"), 0, -EISDIR);
+    fails_cleanly(at("dir/.."), 0, -EISDIR);
+    fails_cleanly(at("dir/."), SMK_EXTRACT_PARENTS, -EISDIR);
+    /* A missing parent: -ENOENT, unless SMK_EXTRACT_PARENTS makes it (0755, like mkdir -p). */
+    fails_cleanly(at("missing/k"), 0, -ENOENT);
+    fails_cleanly(at("missing/deeper/k"), 0, -ENOENT);
+    ck_assert_int_eq(smk_extract(SMK_ASSET_KERNEL, at("made/deeper/k"), SMK_EXTRACT_PARENTS), 0);
+    ck_assert_int_eq(smk_verify_file(SMK_ASSET_KERNEL, at("made/deeper/k")), 0);
+    struct stat st;
+    ck_assert_int_eq(stat(at("made/deeper"), &st), 0);
+    ck_assert(S_ISDIR(st.st_mode));
+    /* A parent that is a file: -ENOTDIR, with or without SMK_EXTRACT_PARENTS. */
     write_text(at("file"), "x");
-    ck_assert_int_eq(smk_extract(SMK_ASSET_KERNEL, at("file/k"), 0), -ENOTDIR);
-    ck_assert_int_eq(smk_extract(SMK_ASSET_KERNEL, at("file/k"), SMK_EXTRACT_PARENTS), -ENOTDIR);
-    /* A symlink at the target is replaced, never followed. */
+    fails_cleanly(at("file/k"), 0, -ENOTDIR);
+    fails_cleanly(at("file/k"), SMK_EXTRACT_PARENTS, -ENOTDIR);
+    fails_cleanly(at("file/sub/k"), SMK_EXTRACT_PARENTS, -ENOTDIR);
+    /* A symlink at the target is replaced, never followed: its target keeps its bytes. */
     write_text(at("victim"), "precious");
     ck_assert_int_eq(symlink(at("victim"), at("link")), 0);
     ck_assert_int_eq(smk_extract(SMK_ASSET_KERNEL, at("link"), 0), 0);
-    struct stat st;
     ck_assert_int_eq(lstat(at("link"), &st), 0);
     ck_assert(S_ISREG(st.st_mode));
     ck_assert_int_eq(stat(at("victim"), &st), 0);
     ck_assert_int_eq(st.st_size, 8);
-    /* A FIFO at the target is replaced without blocking on it. */
+    /* A dangling symlink is replaced too: nothing appears where it pointed. */
+    ck_assert_int_eq(symlink(at("nowhere"), at("dangling")), 0);
+    ck_assert_int_eq(smk_extract(SMK_ASSET_KERNEL, at("dangling"), 0), 0);
+    ck_assert_int_eq(lstat(at("nowhere"), &st), -1);
+    ck_assert_int_eq(smk_verify_file(SMK_ASSET_KERNEL, at("dangling")), 0);
+    /* A symlink to a directory is a symlink, not a directory: replaced, the directory kept. */
+    ck_assert_int_eq(symlink(at("dir"), at("dirlink")), 0);
+    ck_assert_int_eq(smk_extract(SMK_ASSET_KERNEL, at("dirlink"), 0), 0);
+    ck_assert_int_eq(lstat(at("dir"), &st), 0);
+    ck_assert(S_ISDIR(st.st_mode));
+    /* Special files are refused with -EEXIST, never opened (a FIFO would block) nor replaced. */
     ck_assert_int_eq(mkfifo(at("fifo"), 0644), 0);
-    ck_assert_int_eq(smk_extract(SMK_ASSET_KERNEL, at("fifo"), 0), 0);
-    ck_assert_int_eq(smk_verify_file(SMK_ASSET_KERNEL, at("fifo")), 0);
-    /* Too long. */
+    fails_cleanly(at("fifo"), 0, -EEXIST);
+    ck_assert_int_eq(lstat(at("fifo"), &st), 0);
+    ck_assert(S_ISFIFO(st.st_mode));
+    if (geteuid() == 0) {
+        ck_assert_int_eq(mknod(at("null"), S_IFCHR | 0666, makedev(1, 3)), 0);
+        fails_cleanly(at("null"), 0, -EEXIST);
+    }
+    /* Too long: the whole path, or one component. */
     char *longp = malloc(5000);
     memset(longp, 'a', 4999);
     longp[4999] = '\0';
-    ck_assert_int_eq(smk_extract(SMK_ASSET_KERNEL, longp, 0), -ENAMETOOLONG);
+    fails_cleanly(longp, 0, -ENAMETOOLONG);
+    fails_cleanly(longp, SMK_EXTRACT_PARENTS, -ENAMETOOLONG);
+    free(longp);
     char name[400];
     memset(name, 'n', sizeof name - 1);
     name[sizeof name - 1] = '\0';
-    ck_assert_int_eq(smk_extract(SMK_ASSET_KERNEL, at(name), 0), -ENAMETOOLONG);
-    free(longp);
+    fails_cleanly(at(name), 0, -ENAMETOOLONG);
+    /* A symlink loop in the parent path. */
+    ck_assert_int_eq(symlink(at("loop"), at("loop")), 0);
+    fails_cleanly(at("loop/k"), 0, -ELOOP);
     ck_assert_int_eq(count_temps(tmp), 0);
     rm_tmp();
 }
@@ -508,8 +587,32 @@ START_TEST(test_asset_path_refuses_untrusted_dir)
     ck_assert_int_eq(chmod(at("shared"), 0777), 0);
     setenv("SMKERNEL_CACHE_DIR", at("shared"), 1);
     ck_assert_int_eq(smk_asset_path(SMK_ASSET_KERNEL, p, sizeof p), -EPERM);
+    ck_assert_int_eq(chmod(at("shared"), 0770), 0); /* group-writable alone is refused too */
+    ck_assert_int_eq(smk_asset_path(SMK_ASSET_KERNEL, p, sizeof p), -EPERM);
+    ck_assert_int_eq(chmod(at("shared"), 0702), 0);
+    ck_assert_int_eq(smk_asset_path(SMK_ASSET_KERNEL, p, sizeof p), -EPERM);
+    DIR *d = opendir(at("shared"));
+    int entries = 0;
+    while (d && readdir(d))
+        entries++;
+    closedir(d);
+    ck_assert_int_eq(entries, 2); /* refused, not used: nothing was written into it */
     ck_assert_int_eq(chmod(at("shared"), 0700), 0);
     ck_assert_int_eq(smk_asset_path(SMK_ASSET_KERNEL, p, sizeof p), 0);
+    /* A subdirectory loosened after the fact is refused on the warm path as well. */
+    char *slash = strrchr(p, '/');
+    *slash = '\0';
+    ck_assert_int_eq(chmod(p, 0777), 0);
+    ck_assert_int_eq(smk_asset_path(SMK_ASSET_KERNEL, p, sizeof p), -EPERM);
+    /* A root owned by another user: chown it when root, else use "/" (root's, not ours). */
+    if (geteuid() == 0) {
+        ck_assert_int_eq(mkdir(at("theirs"), 0700), 0);
+        ck_assert_int_eq(chown(at("theirs"), 65534, 65534), 0);
+        setenv("SMKERNEL_CACHE_DIR", at("theirs"), 1);
+    } else {
+        setenv("SMKERNEL_CACHE_DIR", "/", 1);
+    }
+    ck_assert_int_eq(smk_asset_path(SMK_ASSET_KERNEL, p, sizeof p), -EPERM);
     /* A planted symlink below the root is refused, not followed. */
     setenv("SMKERNEL_CACHE_DIR", at("c2"), 1);
     ck_assert_int_eq(mkdir(at("c2"), 0700), 0);

@@ -66,7 +66,7 @@ const char *smk_strerror(int err)
     case -ENOENT:
         return "no such file, directory or asset (on this arch)";
     case -EEXIST:
-        return "file exists";
+        return "target exists and is not a regular file or symlink (FIFO, socket, device)";
     case -EISDIR:
         return "target is a directory";
     case -ENOTDIR:

@@ -1,19 +1,32 @@
 /*
- * Atomic file replacement: write a temporary file in the target's directory, fsync it, rename
- * it over the target. On Linux the temporary is an O_TMPFILE, which has no name until it is
- * complete, so a killed process leaves nothing behind. SPDX-License-Identifier: MIT
+ * Atomic file replacement: write a temporary file in the target's directory, fsync it, publish
+ * it under the target's name. SPDX-License-Identifier: MIT
+ *
+ * On Linux the temporary is an O_TMPFILE, which has no name while it is written, so a killed
+ * process leaves nothing behind. A new target is published with one linkat() straight to its
+ * name. Replacing an existing target needs rename(), hence a name for the temporary for the few
+ * microseconds between linkat() and rename(); where O_TMPFILE is missing the named temporary
+ * lives for the whole write. Either way a writer killed at the wrong moment leaves a
+ * ".smk-tmp-<host>-<pid>-<random>" file behind, and the next successful write in that
+ * directory removes it: <host> says which machine boot and PID namespace wrote it, so only
+ * temporaries of processes that are provably gone, and owned by this user, are ever removed.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
+
+#define TMP_PREFIX ".smk-tmp-"
 
 int smk__write_all(int fd, const void *buf, size_t len)
 {
@@ -60,8 +73,46 @@ int smk__mkdir_parents(const char *dir, unsigned int mode)
     return 0;
 }
 
-/* A name no other writer picks: pid, clock and entropy, retried on EEXIST by the callers. */
-static void temp_name(char *out, size_t size)
+/* FNV-1a, to fold the host identity into a short, fixed-width part of the name. */
+static uint32_t fnv1a(uint32_t h, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+/*
+ * Who may judge a writer's PID: the same machine boot (boot_id) in the same PID namespace.
+ * Elsewhere (another host sharing the directory over NFS, another container) a PID that does
+ * not exist here may still be alive there. 0 means "unknown": such temporaries are never
+ * judged stale.
+ */
+static uint32_t host_id(void)
+{
+#ifdef __linux__
+    char boot[64] = "";
+    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, boot, sizeof boot - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    struct stat ns;
+    if (n <= 0 || stat("/proc/self/ns/pid", &ns) != 0)
+        return 0;
+    uint32_t h = fnv1a(2166136261u, boot, (size_t)n);
+    h = fnv1a(h, &ns.st_dev, sizeof ns.st_dev);
+    h = fnv1a(h, &ns.st_ino, sizeof ns.st_ino);
+#else
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0)
+        return 0;
+    uint32_t h = fnv1a(2166136261u, host, strlen(host));
+#endif
+    return h ? h : 1;
+}
+
+/* A name no other writer picks: host, pid and entropy, retried on EEXIST by the callers. */
+static void temp_name(char *out, size_t size, uint32_t host)
 {
     unsigned long long r = 0;
     if (getentropy(&r, sizeof r) != 0) {
@@ -69,7 +120,45 @@ static void temp_name(char *out, size_t size)
         clock_gettime(CLOCK_MONOTONIC, &ts);
         r = (unsigned long long)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (unsigned long long)ts.tv_sec;
     }
-    snprintf(out, size, ".smk-tmp-%ld-%016llx", (long)getpid(), r);
+    snprintf(out, size, TMP_PREFIX "%08x-%ld-%016llx", (unsigned)host, (long)getpid(), r);
+}
+
+/*
+ * Remove temporaries that writers killed between linkat() and rename() left in dirfd: only
+ * ours (this host and PID namespace, this user, a plain file with one link) and only when their
+ * writer no longer exists. Best effort: errors are ignored, the caller's write succeeded.
+ */
+static void remove_stale_temps(int dirfd, uint32_t host)
+{
+    if (host == 0)
+        return;
+    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    const struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        unsigned int h;
+        long pid;
+        int used = 0;
+        if (strncmp(e->d_name, TMP_PREFIX, sizeof TMP_PREFIX - 1) != 0 ||
+            sscanf(e->d_name + sizeof TMP_PREFIX - 1, "%8x-%ld-%*16[0-9a-f]%n", &h, &pid, &used) <
+                2 ||
+            used == 0 || e->d_name[sizeof TMP_PREFIX - 1 + (size_t)used] != '\0')
+            continue;
+        if (h != host || pid <= 0 || pid == (long)getpid() || pid > INT_MAX)
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue; /* alive, or someone else's: not ours to judge */
+        struct stat st;
+        if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+            st.st_uid == geteuid() && st.st_nlink == 1)
+            unlinkat(dirfd, e->d_name, 0);
+    }
+    closedir(d);
 }
 
 static void reset(struct smk__atomic *t)
@@ -78,8 +167,16 @@ static void reset(struct smk__atomic *t)
     t->fd = -1;
     t->named = false;
     t->own_dirfd = false;
+    t->host = 0;
     t->tmp_name[0] = '\0';
     t->name[0] = '\0';
+}
+
+static void new_temp_name(struct smk__atomic *t)
+{
+    if (t->host == 0)
+        t->host = host_id();
+    temp_name(t->tmp_name, sizeof t->tmp_name, t->host);
 }
 
 int smk__atomic_begin_at(struct smk__atomic *t, int dirfd, const char *name)
@@ -91,10 +188,18 @@ int smk__atomic_begin_at(struct smk__atomic *t, int dirfd, const char *name)
     memcpy(t->name, name, len + 1);
     t->dirfd = dirfd;
 
-    /* Refuse a directory target up front rather than after writing the whole asset. */
+    /*
+     * Refuse hopeless or dangerous targets up front rather than after writing the asset: a
+     * directory, and special files (a FIFO, socket or device node is never what a caller
+     * meant to replace with an asset). A symlink is fine: rename() replaces the link itself.
+     */
     struct stat st;
-    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
-        return -EISDIR;
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (S_ISDIR(st.st_mode))
+            return -EISDIR;
+        if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
+            return -EEXIST;
+    }
 
 #ifdef O_TMPFILE
     t->fd = openat(dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
@@ -105,7 +210,7 @@ int smk__atomic_begin_at(struct smk__atomic *t, int dirfd, const char *name)
         return -errno;
 #endif
     for (int tries = 0; tries < 100; tries++) {
-        temp_name(t->tmp_name, sizeof t->tmp_name);
+        new_temp_name(t);
         t->fd = openat(dirfd, t->tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                        0600);
         if (t->fd >= 0) {
@@ -159,19 +264,38 @@ int smk__atomic_begin(struct smk__atomic *t, const char *path, unsigned int flag
     return r;
 }
 
-/* Give an O_TMPFILE a temporary name so that rename() can put it over the target. */
-static int link_tmpfile(struct smk__atomic *t)
+/* Give the O_TMPFILE t->fd the name newname in t->dirfd (never replacing an existing one). */
+static int link_fd(const struct smk__atomic *t, const char *newname)
 {
     char proc[64];
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", t->fd);
+    if (linkat(AT_FDCWD, proc, t->dirfd, newname, AT_SYMLINK_FOLLOW) == 0)
+        return 0;
+    int e = errno;
+    /* No /proc: AT_EMPTY_PATH does the same where the caller may use it. */
+    if (e == ENOENT && linkat(t->fd, "", t->dirfd, newname, AT_EMPTY_PATH) == 0)
+        return 0;
+    return e == ENOENT ? -errno : -e;
+}
+
+/*
+ * Publish the complete O_TMPFILE. A new target gets it with one linkat(): no temporary name
+ * ever exists. An existing target (EEXIST) is replaced through a temporary name and rename().
+ */
+static int publish_tmpfile(struct smk__atomic *t)
+{
+    int r = link_fd(t, t->name);
+    if (r != -EEXIST)
+        return r == 0 ? 1 : r;
     for (int tries = 0; tries < 100; tries++) {
-        temp_name(t->tmp_name, sizeof t->tmp_name);
-        if (linkat(AT_FDCWD, proc, t->dirfd, t->tmp_name, AT_SYMLINK_FOLLOW) == 0) {
+        new_temp_name(t);
+        r = link_fd(t, t->tmp_name);
+        if (r == 0) {
             t->named = true;
             return 0;
         }
-        if (errno != EEXIST)
-            return -errno;
+        if (r != -EEXIST)
+            return r;
     }
     return -EEXIST;
 }
@@ -188,12 +312,18 @@ int smk__atomic_commit(struct smk__atomic *t, unsigned int mode, const struct ti
     }
     if (r == 0 && fsync(t->fd) != 0)
         r = -errno;
-    if (r == 0 && !t->named)
-        r = link_tmpfile(t);
-    if (r == 0 && renameat(t->dirfd, t->tmp_name, t->dirfd, t->name) != 0)
+    bool linked = false; /* published by linkat() straight to the target's name */
+    if (r == 0 && !t->named) {
+        r = publish_tmpfile(t);
+        linked = r == 1;
+        r = r == 1 ? 0 : r;
+    }
+    if (r == 0 && !linked && renameat(t->dirfd, t->tmp_name, t->dirfd, t->name) != 0)
         r = -errno;
     if (r == 0)
         t->named = false; /* the temporary name is gone: it is the target now */
+    if (r == 0)
+        remove_stale_temps(t->dirfd, t->host ? t->host : host_id());
     smk__atomic_abort(t);
     return r;
 }

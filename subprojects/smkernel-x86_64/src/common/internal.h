@@ -47,6 +47,7 @@ struct smk__atomic {
     int fd;
     bool named;         /* a named temporary exists (no O_TMPFILE) and must be removed on abort */
     bool own_dirfd;     /* dirfd was opened by smk__atomic_begin and is closed with t */
+    uint32_t host;      /* host identity in temporary names (0: not computed yet) */
     char tmp_name[64];  /* the temporary's name once it has one, relative to dirfd */
     char name[256];     /* final name, relative to dirfd */
 };
