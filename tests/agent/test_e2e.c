@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -636,6 +637,11 @@ static int raw_recv(int fd, struct smk_stream *st, struct smk_msg *m, int timeou
     }
 }
 
+static int bytes_eq_str(struct smk_bytes b, const char *s)
+{
+    return b.len == strlen(s) && memcmp(b.ptr, s, b.len) == 0;
+}
+
 static void expect_error(int fd, struct smk_stream *st, uint32_t id, uint32_t code)
 {
     struct smk_msg m;
@@ -840,6 +846,419 @@ START_TEST(more_connections_than_handlers)
 }
 END_TEST
 
+/* --- a hostile host -------------------------------------------------------- */
+
+/* The agent's connection handlers: its child processes. */
+static int handler_pids(pid_t *pids, int max)
+{
+    int n = 0;
+    DIR *d = opendir("/proc");
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    while ((e = readdir(d)) && n < max) {
+        if (e->d_name[0] < '1' || e->d_name[0] > '9')
+            continue;
+        char path[300], stat[512] = "";
+        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t k = fread(stat, 1, sizeof(stat) - 1, f);
+        fclose(f);
+        stat[k] = '\0';
+        char *paren = strrchr(stat, ')'), state;
+        int ppid;
+        if (paren && sscanf(paren + 1, " %c %d", &state, &ppid) == 2 && ppid == agent_pid &&
+            state != 'Z')
+            pids[n++] = (pid_t)atoi(e->d_name);
+    }
+    closedir(d);
+    return n;
+}
+
+/* The handler that appeared since before[] was taken. */
+static pid_t new_handler(const pid_t *before, int nbefore)
+{
+    pid_t now[64];
+    for (int tries = 0; tries < 100; tries++) {
+        int n = handler_pids(now, 64);
+        for (int i = 0; i < n; i++) {
+            int old = 0;
+            for (int j = 0; j < nbefore; j++)
+                old |= now[i] == before[j];
+            if (!old)
+                return now[i];
+        }
+        usleep(20000);
+    }
+    ck_abort_msg("no new connection handler appeared");
+    return -1;
+}
+
+/* Peak resident memory of a process in KiB, or -1. */
+static long peak_rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    long kib = -1;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib;
+}
+
+/* Under qemu-user the process is the emulator, whose memory says nothing
+ * about the agent's; the bound is checked in native runs. */
+#define HANDLER_PEAK_LIMIT_KIB (48L << 10)
+static void expect_bounded_memory(pid_t handler)
+{
+    if (n_wrapper > 0)
+        return;
+    long kib = peak_rss_kib(handler);
+    ck_assert_msg(kib > 0, "no VmHWM for handler %d", (int)handler);
+    fprintf(stderr, "connection handler %d: peak resident memory %ld KiB\n", (int)handler, kib);
+    ck_assert_msg(kib < HANDLER_PEAK_LIMIT_KIB, "handler %d peaked at %ld KiB", (int)handler, kib);
+}
+
+/* A frame whose payload is built by hand, with lengths that lie. */
+struct rawf {
+    uint8_t b[256];
+    size_t n;
+};
+
+static void rf_begin(struct rawf *f, uint16_t type, uint32_t id)
+{
+    header(f->b, SMK_PROTO_VERSION, type, id, 0);
+    f->n = SMK_HEADER_SIZE;
+}
+
+static void rf_u32(struct rawf *f, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        f->b[f->n++] = (uint8_t)(v >> (8 * i));
+}
+
+static void rf_str(struct rawf *f, const char *s)
+{
+    rf_u32(f, (uint32_t)strlen(s));
+    memcpy(f->b + f->n, s, strlen(s));
+    f->n += strlen(s);
+}
+
+static void rf_send(int fd, struct rawf *f)
+{
+    uint32_t len = (uint32_t)(f->n - SMK_HEADER_SIZE);
+    for (int i = 0; i < 4; i++)
+        f->b[12 + i] = (uint8_t)(len >> (8 * i));
+    raw_send(fd, f->b, f->n);
+}
+
+START_TEST(every_length_field_is_bounded)
+{
+    pid_t before[64];
+    int nbefore = handler_pids(before, 64);
+    int fd = raw_connect();
+    struct smk_stream st;
+    smk_stream_init(&st, 0);
+    uint8_t ping[SMK_HEADER_SIZE];
+    header(ping, SMK_PROTO_VERSION, SMK_PING, 1000, 0);
+    raw_send(fd, ping, sizeof(ping));
+    expect_ping_reply(fd, &st, 1000);
+    pid_t handler = new_handler(before, nbefore);
+
+    /* Each length or count field at its maximum value, in a frame a few
+     * bytes long: refused by the limit, before anything is allocated for
+     * it, and the connection goes on. */
+    const uint32_t huge = 0xffffffffu;
+    struct {
+        uint32_t code;
+        int field; /* which field lies */
+    } cases[] = {
+        {SMK_E2BIG, 0},        /* argv count */
+        {SMK_E2BIG, 1},        /* argv[0] length */
+        {SMK_E2BIG, 2},        /* env count */
+        {SMK_E2BIG, 3},        /* env entry length */
+        {SMK_ENAMETOOLONG, 4}, /* cwd length */
+        {SMK_EMSGSIZE, 5},     /* stdin length */
+        {SMK_ENAMETOOLONG, 6}, /* WRITE_FILE path length */
+        {SMK_EMSGSIZE, 7},     /* WRITE_FILE data length */
+        {SMK_ENAMETOOLONG, 8}, /* READ_FILE path length */
+        {SMK_EPROTO, 9},       /* argv[0] length within the limit, past the payload */
+        {SMK_EPROTO, 10},      /* WRITE_FILE data within the limit, past the payload */
+    };
+    for (uint32_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct rawf f;
+        uint32_t id = 100 + i;
+        int k = cases[i].field;
+        if (k <= 5 || k == 9) {
+            rf_begin(&f, SMK_EXEC, id);
+            rf_u32(&f, 0);
+            if (k == 0) {
+                rf_u32(&f, huge);
+            } else {
+                rf_u32(&f, 1);
+                if (k == 1 || k == 9) {
+                    rf_u32(&f, k == 1 ? huge : SMK_MAX_STRING);
+                } else {
+                    rf_str(&f, "true");
+                    if (k == 2) {
+                        rf_u32(&f, huge);
+                    } else {
+                        rf_u32(&f, 1);
+                        if (k == 3) {
+                            rf_u32(&f, huge);
+                        } else {
+                            rf_str(&f, "A=b");
+                            if (k == 4) {
+                                rf_u32(&f, huge);
+                            } else {
+                                rf_str(&f, "/");
+                                rf_u32(&f, huge);
+                            }
+                        }
+                    }
+                }
+            }
+        } else if (k == 6 || k == 7 || k == 10) {
+            rf_begin(&f, SMK_WRITE_FILE, id);
+            if (k == 6) {
+                rf_u32(&f, huge);
+            } else {
+                rf_str(&f, "/nonexistent/f");
+                rf_u32(&f, 0644);
+                rf_u32(&f, k == 7 ? huge : SMK_MAX_DATA);
+            }
+        } else {
+            rf_begin(&f, SMK_READ_FILE, id);
+            rf_u32(&f, huge);
+        }
+        rf_u32(&f, 0); /* a few bytes more, to show the length is what counts */
+        rf_send(fd, &f);
+        expect_error(fd, &st, id, cases[i].code);
+    }
+    raw_send(fd, ping, sizeof(ping));
+    expect_ping_reply(fd, &st, 1000);
+
+    /* The largest frame there is, three times on one connection: one frame's
+     * worth at a time, released before the next. */
+    size_t body = SMK_MAX_PAYLOAD;
+    uint8_t *big = calloc(1, SMK_HEADER_SIZE + body);
+    for (uint32_t i = 0; i < 3; i++) {
+        header(big, SMK_PROTO_VERSION, SMK_WRITE_FILE, 200 + i, (uint32_t)body);
+        memset(big + SMK_HEADER_SIZE, 0xff, 4); /* path length: huge */
+        raw_send(fd, big, SMK_HEADER_SIZE + body);
+        expect_error(fd, &st, 200 + i, SMK_ENAMETOOLONG);
+    }
+    free(big);
+    raw_send(fd, ping, sizeof(ping));
+    expect_ping_reply(fd, &st, 1000);
+    expect_bounded_memory(handler);
+
+    /* The header's own length: over the limit, the connection is dropped. */
+    uint8_t h[SMK_HEADER_SIZE];
+    header(h, SMK_PROTO_VERSION, SMK_PING, 300, huge);
+    raw_send(fd, h, sizeof(h));
+    expect_error(fd, &st, 300, SMK_EMSGSIZE);
+    struct smk_msg m;
+    ck_assert_int_eq(raw_recv(fd, &st, &m, 5000), 0);
+    smk_stream_free(&st);
+    close(fd);
+    expect_agent_alive();
+}
+END_TEST
+
+/* Sends an EXEC of argv (NULL-terminated) and returns the reply (valid until
+ * the next use of st). */
+static void raw_exec(int fd, struct smk_stream *st, uint32_t id, uint32_t timeout_ms,
+                     struct smk_msg *m, const char *const *argv)
+{
+    size_t argc = 0;
+    while (argv[argc])
+        argc++;
+    struct smk_exec_args ea = {.argv = argv, .argc = argc, .timeout_ms = timeout_ms};
+    struct smk_buf b = {0};
+    ck_assert_int_eq(smk_encode_exec(&b, id, &ea), 0);
+    raw_send(fd, b.data, b.len);
+    smk_buf_free(&b);
+    ck_assert_int_eq(raw_recv(fd, st, m, 120000), 1);
+    ck_assert_uint_eq(m->hdr.id, id);
+}
+
+static int bytes_are(struct smk_bytes b, uint8_t c)
+{
+    for (uint32_t i = 0; i < b.len; i++)
+        if (b.ptr[i] != c)
+            return 0;
+    return 1;
+}
+
+START_TEST(exec_of_a_missing_binary_is_a_clean_error)
+{
+    int fd = raw_connect();
+    struct smk_stream st;
+    smk_stream_init(&st, 0);
+    struct smk_msg m;
+    const char *missing[] = {"smk-no-such-binary", "arg", NULL};
+    raw_exec(fd, &st, 1, 0, &m, missing);
+    ck_assert_uint_eq(m.hdr.type, SMK_ERROR);
+    ck_assert_uint_eq(m.u.error.code, ENOENT);
+    ck_assert(bytes_eq_str(m.u.error.message, "smk-no-such-binary: No such file or directory"));
+    const char *missing_path[] = {"/nonexistent/bin/x", NULL};
+    raw_exec(fd, &st, 2, 0, &m, missing_path);
+    ck_assert_uint_eq(m.hdr.type, SMK_ERROR);
+    ck_assert_uint_eq(m.u.error.code, ENOENT);
+    const char *directory[] = {"/", NULL};
+    raw_exec(fd, &st, 3, 0, &m, directory);
+    ck_assert_uint_eq(m.hdr.type, SMK_ERROR);
+    ck_assert_uint_eq(m.u.error.code, EACCES);
+    /* The connection goes on, and no child was left behind. */
+    const char *ok[] = {"true", NULL};
+    raw_exec(fd, &st, 4, 0, &m, ok);
+    ck_assert_uint_eq(m.hdr.type, SMK_EXEC_REPLY);
+    ck_assert_uint_eq(m.u.exec_reply.status, SMK_EXITED);
+    ck_assert_uint_eq(m.u.exec_reply.code, 0);
+    smk_stream_free(&st);
+    close(fd);
+}
+END_TEST
+
+START_TEST(exec_output_of_256_mib_is_capped_in_bounded_memory)
+{
+    pid_t before[64];
+    int nbefore = handler_pids(before, 64);
+    int fd = raw_connect();
+    struct smk_stream st;
+    smk_stream_init(&st, 0);
+    struct smk_msg m;
+    const char *argv[] = {"sh", "-c",
+                          "head -c 134217728 /dev/zero; head -c 134217728 /dev/zero >&2; exit 3",
+                          NULL};
+    raw_exec(fd, &st, 1, 0, &m, argv);
+    pid_t handler = new_handler(before, nbefore);
+    ck_assert_uint_eq(m.hdr.type, SMK_EXEC_REPLY);
+    ck_assert_uint_eq(m.u.exec_reply.status, SMK_EXITED);
+    ck_assert_uint_eq(m.u.exec_reply.code, 3);
+    ck_assert_uint_eq(m.u.exec_reply.flags, SMK_EXEC_STDOUT_TRUNCATED | SMK_EXEC_STDERR_TRUNCATED);
+    ck_assert_uint_eq(m.u.exec_reply.out.len, SMK_MAX_OUTPUT);
+    ck_assert_uint_eq(m.u.exec_reply.err.len, SMK_MAX_OUTPUT);
+    ck_assert(bytes_are(m.u.exec_reply.out, 0) && bytes_are(m.u.exec_reply.err, 0));
+    expect_bounded_memory(handler);
+
+    /* Output without end and a command without end: the timeout ends both. */
+    const char *endless[] = {"sh", "-c", "while :; do cat /dev/zero; done", NULL};
+    raw_exec(fd, &st, 2, 1000, &m, endless);
+    ck_assert_uint_eq(m.hdr.type, SMK_EXEC_REPLY);
+    ck_assert_uint_eq(m.u.exec_reply.status, SMK_TIMED_OUT);
+    ck_assert_uint_eq(m.u.exec_reply.code, SIGKILL);
+    ck_assert_uint_eq(m.u.exec_reply.flags, SMK_EXEC_STDOUT_TRUNCATED);
+    ck_assert_uint_eq(m.u.exec_reply.out.len, SMK_MAX_OUTPUT);
+    expect_bounded_memory(handler);
+    smk_stream_free(&st);
+    close(fd);
+}
+END_TEST
+
+/* Whether /proc has no trace of pid: neither running nor a zombie. */
+static int process_reaped(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+    return access(path, F_OK) != 0;
+}
+
+START_TEST(exec_that_never_exits_is_killed_at_the_timeout_and_reaped)
+{
+    int fd = raw_connect();
+    struct smk_stream st;
+    smk_stream_init(&st, 0);
+    struct smk_msg m;
+    /* Ignores the polite signals, and closes its output so no end of file
+     * tells the agent anything. */
+    const char *stubborn[] = {
+        "sh", "-c", "trap '' TERM INT HUP; echo $$; exec >&- 2>&-; while :; do sleep 1; done",
+        NULL};
+    double t0 = now_s();
+    raw_exec(fd, &st, 1, 700, &m, stubborn);
+    double secs = now_s() - t0;
+    ck_assert_uint_eq(m.hdr.type, SMK_EXEC_REPLY);
+    ck_assert_uint_eq(m.u.exec_reply.status, SMK_TIMED_OUT);
+    ck_assert_uint_eq(m.u.exec_reply.code, SIGKILL);
+    ck_assert_msg(secs >= 0.6 && secs < 10, "reply after %.1f s", secs);
+    char pid_text[32] = "";
+    ck_assert_uint_lt(m.u.exec_reply.out.len, sizeof(pid_text));
+    memcpy(pid_text, m.u.exec_reply.out.ptr, m.u.exec_reply.out.len);
+    pid_t pid = (pid_t)atoi(pid_text);
+    ck_assert_int_gt(pid, 1);
+    /* Killed and waited for before the reply was sent: not even a zombie. */
+    ck_assert_msg(process_reaped(pid), "command %d still in /proc after the reply", (int)pid);
+    /* The connection goes on. */
+    uint8_t ping[SMK_HEADER_SIZE];
+    header(ping, SMK_PROTO_VERSION, SMK_PING, 2, 0);
+    raw_send(fd, ping, sizeof(ping));
+    expect_ping_reply(fd, &st, 2);
+    smk_stream_free(&st);
+    close(fd);
+}
+END_TEST
+
+START_TEST(exec_does_not_wait_for_background_processes)
+{
+    int fd = raw_connect();
+    struct smk_stream st;
+    smk_stream_init(&st, 0);
+    struct smk_msg m;
+    /* The background sleep keeps the output pipes open after sh exits. */
+    const char *argv[] = {"sh", "-c", "sleep 30 & echo started", NULL};
+    double t0 = now_s();
+    raw_exec(fd, &st, 1, 0, &m, argv);
+    ck_assert_uint_eq(m.hdr.type, SMK_EXEC_REPLY);
+    ck_assert_uint_eq(m.u.exec_reply.status, SMK_EXITED);
+    ck_assert(bytes_eq_str(m.u.exec_reply.out, "started\n"));
+    ck_assert_msg(now_s() - t0 < 10, "reply took %.1f s", now_s() - t0);
+    smk_stream_free(&st);
+    close(fd);
+}
+END_TEST
+
+/* A connection that ends in the middle of a frame: the agent closes its side
+ * at once (no reply, no 10 s stall), the handler exits, and the next
+ * connection is served. */
+START_TEST(hangup_mid_header_or_mid_body_ends_only_that_connection)
+{
+    uint8_t frame[SMK_HEADER_SIZE + 100];
+    header(frame, SMK_PROTO_VERSION, SMK_WRITE_FILE, 77, 100);
+    memset(frame + SMK_HEADER_SIZE, 'x', 100);
+    size_t cuts[] = {1, 5, SMK_HEADER_SIZE - 1, SMK_HEADER_SIZE, SMK_HEADER_SIZE + 10,
+                     sizeof(frame) - 1};
+    for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+        pid_t before[64];
+        int nbefore = handler_pids(before, 64);
+        int fd = raw_connect();
+        raw_send(fd, frame, cuts[i]);
+        pid_t handler = new_handler(before, nbefore);
+        double t0 = now_s();
+        ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
+        struct smk_stream st;
+        smk_stream_init(&st, 0);
+        struct smk_msg m;
+        ck_assert_msg(raw_recv(fd, &st, &m, 5000) == 0, "cut at %zu: no end of file", cuts[i]);
+        ck_assert_msg(now_s() - t0 < 2, "cut at %zu: closed after %.1f s", cuts[i], now_s() - t0);
+        smk_stream_free(&st);
+        close(fd);
+        ck_assert_msg(process_gone(handler, 5), "cut at %zu: handler %d still running", cuts[i],
+                      (int)handler);
+        struct run r = client(NO_STDIN, "ping", NULL);
+        ck_assert_msg(r.status == 0 && r.secs < 5, "cut at %zu: next ping %d after %.1f s",
+                      cuts[i], r.status, r.secs);
+        run_free(&r);
+    }
+}
+END_TEST
+
 /* --- shutdown -------------------------------------------------------------- */
 
 START_TEST(shutdown_replies_then_stops_the_agent)
@@ -916,6 +1335,17 @@ static Suite *e2e_suite(void)
     tcase_add_test(tc, stalled_frame_times_out);
     tcase_add_test(tc, hangup_during_exec_kills_the_command);
     tcase_add_test(tc, more_connections_than_handlers);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("hostile host");
+    tcase_set_timeout(tc, 240);
+    tcase_add_unchecked_fixture(tc, start_agent, stop_agent);
+    tcase_add_test(tc, every_length_field_is_bounded);
+    tcase_add_test(tc, exec_of_a_missing_binary_is_a_clean_error);
+    tcase_add_test(tc, exec_output_of_256_mib_is_capped_in_bounded_memory);
+    tcase_add_test(tc, exec_that_never_exits_is_killed_at_the_timeout_and_reaped);
+    tcase_add_test(tc, exec_does_not_wait_for_background_processes);
+    tcase_add_test(tc, hangup_mid_header_or_mid_body_ends_only_that_connection);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("shutdown");
