@@ -5,6 +5,7 @@ host-built supermachine-agent's client mode.
     boot.py --arch x86_64|aarch64 --kernel K --initramfs I --client AGENT
             [--cmdline-file F] [--append EXTRA] [--qemu BIN] [--accel tcg|kvm]
             [--smp N] [--mem MB] [--repeat N] [--smpark] [--timeout S] [--keep]
+            [--baseline INIT] [--no-tcg-extras]
 
 Every step prints one line, PASS or FAIL. The last line of the output is always
 "N passed, N failed". Exit status 0 only if every step passed; a test that
@@ -17,8 +18,10 @@ import random
 import re
 import shlex
 import shutil
+import platform
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -34,6 +37,98 @@ PORT_NAME = "smk.agent"
 VSOCK_LOOPBACK = "vsock:1:5000"   # VMADDR_CID_LOCAL, the agent's vsock port
 TEST_FILE = "/tmp/smk-test"
 SMPARK_KO = "/lib/modules/smpark.ko"
+BASELINE_MARK = b"SMK-INIT-MARKER uptime "   # what assets/kernel/test-init.c prints first thing
+
+
+def host_tsc_khz():
+    """The host's TSC rate in kHz (x86_64 hosts with constant_tsc only), else None.
+
+    Under TCG the guest's TSC is the host's (qemu returns the host's rdtsc), so
+    tsc_early_khz=<this> replaces the guest's PIT-based TSC calibration, which
+    fails now and then on a busy host (the kernel then drops the TSC and runs a
+    150 ms delay-loop calibration). rdtsc is run through ctypes (8 bytes of
+    machine code in an executable mapping): standard library only."""
+    if platform.machine() != "x86_64":
+        return None
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "")
+        if " constant_tsc" not in flags:
+            return None
+        import ctypes
+        import mmap
+        code = bytes.fromhex("0f3148c1e2204809d0c3")  # rdtsc; shl rdx,32; or rax,rdx; ret
+        m = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+        m.write(code)
+        rdtsc = ctypes.CFUNCTYPE(ctypes.c_uint64)(ctypes.addressof(ctypes.c_char.from_buffer(m)))
+
+        def pair():
+            # (monotonic ns, TSC) read back to back; keep the tightest of a few tries
+            best = None
+            for _ in range(20):
+                c0 = rdtsc()
+                t = time.monotonic_ns()
+                c1 = rdtsc()
+                if best is None or c1 - c0 < best[0]:
+                    best = (c1 - c0, t, (c0 + c1) // 2)
+            return best[1], best[2]
+
+        t0, c0 = pair()
+        time.sleep(0.05)
+        t1, c1 = pair()
+        khz = (c1 - c0) * 1e6 / (t1 - t0)
+        return int(round(khz)) if khz > 100000 else None
+    except Exception:
+        return None
+
+
+def tcg_extras(a):
+    """Kernel command line words a VMM should add when it runs the guest under TCG.
+
+    They are not in the shipped command line (assets/kernel/cmdline-ARCH), which
+    is for KVM/HVF; see assets/kernel/README.md ("Extras for TCG").
+    x86_64: TCG has no TSC-deadline timer, so the kernel calibrates the local
+    APIC timer against the PIT (~0.2 s, fixed: 2 x 100 ms); with one vCPU
+    noapictimer skips it and the PIT drives the (one-shot capable) tick.
+    tsc_early_khz= skips the PIT-based TSC calibration (see host_tsc_khz)."""
+    if a.accel != "tcg" or a.arch != "x86_64":
+        return []
+    words = []
+    if a.smp == 1:
+        words.append("noapictimer")
+    khz = host_tsc_khz()
+    if khz:
+        words.append(f"tsc_early_khz={khz}")
+    return words
+
+
+def newc(entries):
+    """A newc cpio archive from (name, mode, data) entries; a device is (name, mode, (major, minor))."""
+    out = bytearray()
+    ino = 1
+    for name, mode, data in entries + [("TRAILER!!!", 0, b"")]:
+        rmaj = rmin = 0
+        if isinstance(data, tuple):
+            rmaj, rmin = data
+            data = b""
+        nb = name.encode() + b"\0"
+        hdr = "070701" + "".join(f"{v:08x}" for v in (
+            ino, mode, 0, 0, 1, 0, len(data), 0, 0, rmaj, rmin, len(nb), 0))
+        out += hdr.encode() + nb
+        out += b"\0" * (-len(out) % 4)
+        out += data
+        out += b"\0" * (-len(out) % 4)
+        ino += 1
+    return bytes(out)
+
+
+def write_baseline_cpio(init, path):
+    with open(init, "rb") as f:
+        data = f.read()
+    entries = [("dev", 0o40755, b""), ("dev/console", 0o20600, (5, 1)), ("init", 0o100755, data),
+               ("proc", 0o40755, b"")]
+    with open(path, "wb") as f:
+        f.write(newc(entries))
 
 
 class StepFailed(Exception):
@@ -115,10 +210,12 @@ def tail(path, n=40):
     return "\n".join(lines[-n:]) if lines else "(empty)"
 
 
-def build_qemu(a, workdir, sock, console):
-    cmdline = a.cmdline
-    if a.append:
-        cmdline += " " + a.append
+def full_cmdline(a):
+    return " ".join([a.cmdline] + a.extras + ([a.append] if a.append else []))
+
+
+def build_qemu(a, workdir, sock, console, initramfs=None):
+    cmdline = full_cmdline(a)
     accel = a.accel
     argv = [a.qemu]
     if a.arch == "x86_64":
@@ -132,7 +229,7 @@ def build_qemu(a, workdir, sock, console):
         "-smp", str(a.smp), "-m", str(a.mem),
         "-no-reboot", "-nographic", "-monitor", "none", "-nic", "none",
         "-serial", f"file:{console}",
-        "-kernel", a.kernel, "-initrd", a.initramfs, "-append", cmdline,
+        "-kernel", a.kernel, "-initrd", initramfs or a.initramfs, "-append", cmdline,
         "-device", "virtio-serial-device",
         "-chardev", f"socket,id=agent,path={sock},server=on,wait=off",
         "-device", f"virtserialport,chardev=agent,name={PORT_NAME}",
@@ -349,6 +446,71 @@ class Boot:
 SMPARK_SYSFS = "/sys/kernel/smpark"  # assets/smpark/README.md
 
 
+class BaselineBoot:
+    """The same kernel, command line and machine, with an initramfs holding only
+    a static /init (assets/kernel/test-init.c) that prints its /proc/uptime
+    first thing and reboots: what the kernel alone costs."""
+
+    def __init__(self, a, res, index):
+        self.a = a
+        self.res = res
+        self.tag = f"[baseline {index}] " if a.repeat > 1 else "[baseline] "
+        self.dir = tempfile.mkdtemp(prefix="smk-baseline-")
+        self.console = os.path.join(self.dir, "console.log")
+        self.qemu_log = os.path.join(self.dir, "qemu.log")
+        self.proc = None
+        self.uptime_s = None
+
+    def run(self):
+        argv = build_qemu(self.a, self.dir, os.path.join(self.dir, "agent.sock"), self.console,
+                          initramfs=self.a.baseline_cpio)
+        if self.a.verbose:
+            print("  $ " + " ".join(shlex.quote(x) for x in argv), flush=True)
+        t0 = time.monotonic_ns()
+        try:
+            with open(self.qemu_log, "wb") as log:
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                             start_new_session=True)
+            deadline = time.monotonic() + self.a.timeout
+            host_ns = None
+            while time.monotonic() < deadline:
+                try:
+                    with open(self.console, "rb") as f:
+                        data = f.read()
+                except OSError:
+                    data = b""
+                i = data.find(BASELINE_MARK)
+                if i >= 0 and b"\n" in data[i:]:
+                    host_ns = time.monotonic_ns() - t0
+                    m = re.match(rb"([0-9.]+)", data[i + len(BASELINE_MARK):])
+                    if m:
+                        self.uptime_s = float(m.group(1))
+                    break
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.005)
+            if self.uptime_s is None:
+                self.res.fail(self.tag + "init", "no uptime marker from the baseline /init "
+                              f"(qemu {'exited ' + str(self.proc.returncode) if self.proc.poll() is not None else 'timed out'})")
+                print(f"--- serial console (tail of {self.console}) ---\n{tail(self.console)}\n---")
+                return False
+            try:
+                rc = self.proc.wait(timeout=self.a.timeout)
+            except subprocess.TimeoutExpired:
+                rc = None
+            self.res.ok(self.tag + "init", f"/init ran at guest uptime {self.uptime_s:.3f} s; host start->/init "
+                        f"{fmt_s(host_ns)}; qemu exited {rc}")
+            return True
+        finally:
+            if self.proc and self.proc.poll() is None:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def preflight(a):
     """Everything the test needs; returns a list of problems."""
     bad = []
@@ -393,6 +555,13 @@ def main():
     ap.add_argument("--timeout", type=float, default=60,
                     help="seconds for the agent to come up, for each request, and for qemu to "
                          "exit after shutdown (default 60)")
+    ap.add_argument("--baseline", metavar="INIT",
+                    help="also boot the same kernel, command line and machine with an initramfs holding "
+                         "only INIT as /init (a static assets/kernel/test-init.c), interleaved with the "
+                         "agent boots, and report both medians and their ratio")
+    ap.add_argument("--no-tcg-extras", action="store_true",
+                    help="do not add the TCG-only command line words (x86_64: noapictimer with one vCPU, "
+                         "tsc_early_khz=<host TSC>)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (console log, socket)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print the commands")
     a = ap.parse_args()
@@ -408,6 +577,10 @@ def main():
     if not a.cmdline_file:
         f = os.path.join(REPO, "assets", "kernel", f"cmdline-{a.arch}")
         a.cmdline_file = f if os.path.isfile(f) else None
+    if a.baseline:
+        if not os.path.isfile(a.baseline) or os.path.getsize(a.baseline) == 0:
+            bad.append(f"--baseline init not found or empty: {a.baseline}")
+    a.extras = [] if a.no_tcg_extras else tcg_extras(a)
     if a.cmdline_file:
         try:
             with open(a.cmdline_file) as f:
@@ -425,12 +598,25 @@ def main():
 
     print(f"boot: {a.arch} accel={a.accel} smp={a.smp} mem={a.mem}M qemu={a.qemu}")
     print(f"boot: kernel={a.kernel} initramfs={a.initramfs}")
-    print(f"boot: cmdline={a.cmdline}{' ' + a.append if a.append else ''}"
-          f" ({a.cmdline_file or 'built-in default'})", flush=True)
+    print(f"boot: cmdline={full_cmdline(a)} ({a.cmdline_file or 'built-in default'}"
+          f"{'; TCG extras: ' + ' '.join(a.extras) if a.extras else ''}"
+          f"{'; --append: ' + a.append if a.append else ''})", flush=True)
 
-    ready, host = [], []
+    ready, host, base = [], [], []
     ok = True
+    tmp = None
+    if a.baseline:
+        tmp = tempfile.mkdtemp(prefix="smk-baseline-cpio-")
+        a.baseline_cpio = os.path.join(tmp, "baseline.cpio")
+        write_baseline_cpio(a.baseline, a.baseline_cpio)
+        print(f"boot: baseline initramfs: /init = {a.baseline}", flush=True)
     for i in range(1, a.repeat + 1):
+        if a.baseline:
+            bb = BaselineBoot(a, res, i)
+            if not bb.run():
+                ok = False
+                break
+            base.append(bb.uptime_s)
         b = Boot(a, res, i)
         if not b.run():
             ok = False
@@ -444,6 +630,14 @@ def main():
         print(f"boot: {len(ready)} boots: guest ready_ns {stats(ready)} "
               f"(median ready_ns={int(statistics.median(ready))})")
         print(f"boot: {len(host)} boots: host start->ready {stats(host)}")
+    if base and ready:
+        bm, rm = statistics.median(base), statistics.median(ready) / 1e9
+        print(f"boot: {len(base)} baseline boots: guest uptime at /init median {bm:.3f} s, "
+              f"min {min(base):.3f} s, max {max(base):.3f} s")
+        print(f"boot: agent-ready median {rm:.3f} s vs baseline /init median {bm:.3f} s: "
+              f"ratio {rm / bm:.2f}, difference {rm - bm:.3f} s")
+    if tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"{res.passed} passed, {res.failed} failed")
     return 0 if ok and res.failed == 0 else 1
 
