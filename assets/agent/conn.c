@@ -16,12 +16,14 @@
 #define SEND_MS 30000           /* a reply the peer does not take */
 #define LINGER_MS 2000          /* after a SHUTDOWN reply, for the peer to hang up */
 #define RECONNECT_POLL_MS 100   /* how often a disconnected serial port is checked */
+#define SALVAGE_QUIET_MS 1000   /* serial: a stalled frame is checked for a newer request */
 
 struct conn {
     int fd;
     int serial;
     int peer_gone; /* the last reply could not be delivered */
     int64_t hup_since; /* when a serial hang-up began, or -1 */
+    int64_t last_rx;   /* when the last bytes arrived */
     const struct smk_conn_ctx *ctx;
     struct smk_stream st;
 };
@@ -209,8 +211,11 @@ static uint32_t pending_id(const struct smk_stream *st)
  * smk_stream_advance(), with *over set when a socket connection has ended. */
 static int receive(struct conn *c, struct smk_msg *m, int *over)
 {
-    if (smk_stream_backlog(&c->st))
+    if (smk_stream_backlog(&c->st)) {
+        /* A frame begun from set-aside bytes gets its own time to finish. */
+        c->last_rx = smk_now_ms();
         return smk_stream_replay(&c->st, m);
+    }
     size_t n;
     uint8_t *p = smk_stream_want(&c->st, &n);
     if (!p) {
@@ -218,7 +223,31 @@ static int receive(struct conn *c, struct smk_msg *m, int *over)
         return 0;
     }
     int partial = smk_stream_partial(&c->st);
-    ssize_t r = smk_read_some(c->fd, p, n, partial ? STALL_MS : c->serial ? -1 : IDLE_MS);
+    int timeout = partial ? STALL_MS : c->serial ? -1 : IDLE_MS;
+    int64_t quiet = partial ? smk_now_ms() - c->last_rx : 0;
+    /* Over virtio-serial, a client may have vanished mid-frame and the next
+     * one connected before a hang-up could be seen: its request was taken as
+     * the rest of the dead frame. It then ends the bytes received so far,
+     * and the line goes quiet while that client waits for its reply: checked
+     * after a second of quiet rather than after the full stall time. */
+    if (partial && c->serial) {
+        int64_t left = STALL_MS - quiet;
+        timeout = left < 0 ? 0 : left < SALVAGE_QUIET_MS ? (int)left : SALVAGE_QUIET_MS;
+    }
+    ssize_t r = smk_read_some(c->fd, p, n, timeout);
+    if (r == -ETIMEDOUT && partial && c->serial) {
+        quiet = smk_now_ms() - c->last_rx;
+        uint32_t id = pending_id(&c->st);
+        if (smk_stream_salvage(&c->st)) {
+            smk_log("dropping a frame that stopped arriving: a newer request follows it");
+            reply_error(c, id, SMK_ETIMEDOUT,
+                        "incomplete frame: nothing received for %lld ms, then a new request",
+                        (long long)quiet);
+            return 0;
+        }
+        if (quiet < STALL_MS)
+            return 0;
+    }
     if (r == -ETIMEDOUT) {
         if (partial) {
             smk_log("dropping a frame that stopped arriving");
@@ -226,9 +255,9 @@ static int receive(struct conn *c, struct smk_msg *m, int *over)
                         "incomplete frame: nothing received for %d s", STALL_MS / 1000);
         }
         *over = !c->serial;
-        /* Over virtio-serial, a client may have vanished mid-frame and the
-         * next one connected before a hang-up could be seen: its request
-         * was taken as the rest of the dead frame and is still in there. */
+        /* Over virtio-serial, the next client's request may still be in the
+         * dropped bytes with more of it to come: look for it from the first
+         * magic on. */
         smk_stream_rescan(&c->st);
         return 0;
     }
@@ -259,6 +288,7 @@ static int receive(struct conn *c, struct smk_msg *m, int *over)
         return 0;
     }
     c->hup_since = -1;
+    c->last_rx = smk_now_ms();
     return smk_stream_advance(&c->st, (size_t)r, m);
 }
 

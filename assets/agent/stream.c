@@ -118,6 +118,48 @@ void smk_stream_rescan(struct smk_stream *s)
     next_frame(s);
 }
 
+/* Whether buf[0..len) is one or more whole, valid frames back to back. */
+static int whole_frames(const uint8_t *buf, size_t len)
+{
+    while (len > 0) {
+        struct smk_msg m;
+        int r = smk_decode(buf, len, &m);
+        if (r <= 0)
+            return 0;
+        buf += r;
+        len -= (size_t)r;
+    }
+    return 1;
+}
+
+int smk_stream_salvage(struct smk_stream *s)
+{
+    if (!smk_stream_partial(s) || smk_stream_backlog(s))
+        return 0;
+    const uint8_t *bytes = s->frame ? s->frame : s->head;
+    size_t at = 1;
+    for (int tries = 0; tries < SMK_STREAM_SALVAGE_TRIES && at < s->have; tries++) {
+        at += smk_find_magic(bytes + at, s->have - at);
+        if (at + SMK_HEADER_SIZE > s->have)
+            return 0;
+        if (whole_frames(bytes + at, s->have - at)) {
+            size_t keep = s->have - at;
+            uint8_t *b = malloc(keep);
+            if (!b)
+                return 0;
+            memcpy(b, bytes + at, keep);
+            free(s->backlog);
+            s->backlog = b;
+            s->backlog_len = keep;
+            s->backlog_off = 0;
+            next_frame(s);
+            return 1;
+        }
+        at++;
+    }
+    return 0;
+}
+
 int smk_stream_backlog(const struct smk_stream *s)
 {
     return s->backlog_off < s->backlog_len;

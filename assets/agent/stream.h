@@ -41,6 +41,17 @@ void smk_stream_reset(struct smk_stream *s);
  */
 void smk_stream_rescan(struct smk_stream *s);
 
+/*
+ * Gives up on the partial frame if it ends in one or more whole, valid
+ * frames back to back (from a magic after its first byte to the last byte
+ * received): what a virtio-serial client's request looks like when it was
+ * appended to a frame whose sender vanished. Those frames are set aside for
+ * smk_stream_replay() and 1 is returned; otherwise nothing changes and 0 is
+ * returned. Looks at SMK_STREAM_SALVAGE_TRIES magics at most.
+ */
+int smk_stream_salvage(struct smk_stream *s);
+#define SMK_STREAM_SALVAGE_TRIES 64
+
 /* Whether set-aside bytes wait for smk_stream_replay(). */
 int smk_stream_backlog(const struct smk_stream *s);
 

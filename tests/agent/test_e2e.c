@@ -1259,6 +1259,130 @@ START_TEST(hangup_mid_header_or_mid_body_ends_only_that_connection)
 }
 END_TEST
 
+/* --- the virtio-serial code path, on a socket -------------------------------- */
+
+/* `serve --listen serial-unix:PATH` serves each connection the way it serves
+ * the virtio-serial port: no connection boundaries, resync on garbage. One
+ * connection stands for the port; bytes of "the next client" are simply
+ * sent on it, as when a client vanished and the next one connected before
+ * the agent saw a hang-up. */
+static char serial_path[160];
+static pid_t serial_agent;
+
+static void start_serial_agent(void)
+{
+    start_agent();
+    snprintf(serial_path, sizeof(serial_path), "%s/serial.sock", dir);
+    char listen[200];
+    snprintf(listen, sizeof(listen), "serial-unix:%s", serial_path);
+    char *args[] = {"serve", "--listen", listen, NULL};
+    serial_agent = spawn_agent(args, -1, -1, -1);
+    for (int i = 0; i < 400 && access(serial_path, F_OK) != 0; i++)
+        usleep(50000);
+    ck_assert_int_eq(access(serial_path, F_OK), 0);
+}
+
+static void stop_serial_agent(void)
+{
+    if (serial_agent > 0) {
+        kill(serial_agent, SIGTERM);
+        waitpid(serial_agent, NULL, 0);
+        serial_agent = 0;
+    }
+    stop_agent();
+}
+
+static int serial_connect(void)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof(a.sun_path), "%.107s", serial_path);
+    for (int i = 0; i < 100; i++) {
+        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
+            return fd;
+        usleep(50000);
+    }
+    ck_abort_msg("connect %s: %s", serial_path, strerror(errno));
+    return -1;
+}
+
+START_TEST(serial_request_after_a_dead_frame_is_answered_within_seconds)
+{
+    int fd = serial_connect();
+    struct smk_stream st;
+    smk_stream_init(&st, 1);
+    /* A client sent the start of a 1000-byte WRITE_FILE and vanished. */
+    uint8_t dead[SMK_HEADER_SIZE + 10];
+    header(dead, SMK_PROTO_VERSION, SMK_WRITE_FILE, 77, 1000);
+    memset(dead + SMK_HEADER_SIZE, 'x', 10);
+    raw_send(fd, dead, sizeof(dead));
+    usleep(100000);
+    /* The next one asks twice (a retrying ping), and waits. */
+    double t0 = now_s();
+    uint8_t ping[SMK_HEADER_SIZE];
+    header(ping, SMK_PROTO_VERSION, SMK_PING, 9, 0);
+    raw_send(fd, ping, sizeof(ping));
+    raw_send(fd, ping, sizeof(ping));
+    expect_error(fd, &st, 77, SMK_ETIMEDOUT);
+    expect_ping_reply(fd, &st, 9);
+    expect_ping_reply(fd, &st, 9);
+    double secs = now_s() - t0;
+    /* Before: the 10 s stall timer. */
+    ck_assert_msg(secs < 5, "answered after %.1f s", secs);
+    smk_stream_free(&st);
+    close(fd);
+}
+END_TEST
+
+START_TEST(serial_frame_with_a_frame_inside_survives_a_short_pause)
+{
+    /* WRITE_FILE whose data is a whole PING frame: the first part ends with
+     * that PING, then the sender pauses for less than the quiet time. */
+    char *target = path_in_dir("framed");
+    uint8_t inner[SMK_HEADER_SIZE];
+    header(inner, SMK_PROTO_VERSION, SMK_PING, 5, 0);
+    struct smk_buf b = {0};
+    ck_assert_int_eq(smk_encode_write_file(&b, 6, target, 0600, inner, sizeof(inner)), 0);
+    int fd = serial_connect();
+    struct smk_stream st;
+    smk_stream_init(&st, 1);
+    raw_send(fd, b.data, b.len - 1); /* everything but the last byte... */
+    usleep(400000);
+    raw_send(fd, b.data + b.len - 1, 1); /* ...which comes later */
+    struct smk_msg m;
+    ck_assert_int_eq(raw_recv(fd, &st, &m, 15000), 1);
+    ck_assert_uint_eq(m.hdr.type, SMK_WRITE_FILE_REPLY);
+    ck_assert_uint_eq(m.hdr.id, 6);
+    smk_buf_free(&b);
+    struct stat sb;
+    ck_assert_int_eq(stat(target, &sb), 0);
+    ck_assert_int_eq(sb.st_size, SMK_HEADER_SIZE);
+    smk_stream_free(&st);
+    close(fd);
+}
+END_TEST
+
+START_TEST(serial_garbage_gets_one_error_and_the_next_frame_is_answered)
+{
+    int fd = serial_connect();
+    struct smk_stream st;
+    smk_stream_init(&st, 1);
+    uint8_t *junk = random_bytes(4096, 5);
+    for (size_t i = 0; i < 4096; i++)
+        if (junk[i] == 'S')
+            junk[i] = 's';
+    raw_send(fd, junk, 4096);
+    uint8_t ping[SMK_HEADER_SIZE];
+    header(ping, SMK_PROTO_VERSION, SMK_PING, 3, 0);
+    raw_send(fd, ping, sizeof(ping));
+    expect_error(fd, &st, 0, SMK_EBADMSG);
+    expect_ping_reply(fd, &st, 3);
+    free(junk);
+    smk_stream_free(&st);
+    close(fd);
+}
+END_TEST
+
 /* --- shutdown -------------------------------------------------------------- */
 
 START_TEST(shutdown_replies_then_stops_the_agent)
@@ -1346,6 +1470,14 @@ static Suite *e2e_suite(void)
     tcase_add_test(tc, exec_that_never_exits_is_killed_at_the_timeout_and_reaped);
     tcase_add_test(tc, exec_does_not_wait_for_background_processes);
     tcase_add_test(tc, hangup_mid_header_or_mid_body_ends_only_that_connection);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("serial");
+    tcase_set_timeout(tc, 60);
+    tcase_add_unchecked_fixture(tc, start_serial_agent, stop_serial_agent);
+    tcase_add_test(tc, serial_request_after_a_dead_frame_is_answered_within_seconds);
+    tcase_add_test(tc, serial_frame_with_a_frame_inside_survives_a_short_pause);
+    tcase_add_test(tc, serial_garbage_gets_one_error_and_the_next_frame_is_answered);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("shutdown");

@@ -1048,6 +1048,83 @@ START_TEST(stream_rescan_of_pure_garbage_keeps_nothing)
 }
 END_TEST
 
+/* Salvage: the quick path for the same case, taken when the line has gone
+ * quiet and the dead frame's received bytes end in whole requests. */
+static int replay_ids(struct smk_stream *s, int64_t *ev, int max)
+{
+    int n = 0;
+    while (smk_stream_backlog(s) && n < max) {
+        struct smk_msg m;
+        int k = smk_stream_replay(s, &m);
+        if (k != 0)
+            ev[n++] = k > 0 ? (int64_t)m.hdr.id : k;
+    }
+    return n;
+}
+
+START_TEST(stream_salvage_takes_whole_requests_after_a_dead_frame)
+{
+    struct smk_buf dead = {0}, next = {0};
+    encode_dead(&dead);
+    encode_sample(2, &next, 2);
+    encode_sample(0, &next, 3);
+    struct raw r = {0};
+    raw_put(&r, dead.data, dead.len / 2);
+    raw_put(&r, next.data, next.len);
+    struct smk_stream s;
+    smk_stream_init(&s, 1);
+    int64_t ev[4];
+    ck_assert_int_eq(feed(&s, r.p, r.len, 13, ev, 4), 0);
+    ck_assert_int_eq(smk_stream_salvage(&s), 1);
+    ck_assert(!smk_stream_partial(&s));
+    ck_assert_int_eq(replay_ids(&s, ev, 4), 2);
+    ck_assert_int_eq(ev[0], 2);
+    ck_assert_int_eq(ev[1], 3);
+    ck_assert(!smk_stream_partial(&s) && !smk_stream_backlog(&s));
+    smk_stream_free(&s);
+    smk_buf_free(&dead);
+    smk_buf_free(&next);
+    free(r.p);
+}
+END_TEST
+
+START_TEST(stream_salvage_leaves_what_does_not_end_in_whole_frames)
+{
+    struct smk_buf dead = {0}, next = {0}, inner = {0};
+    encode_dead(&dead);
+    encode_sample(6, &next, 9);
+    struct smk_stream s;
+    smk_stream_init(&s, 1);
+    int64_t ev[4];
+    /* A dead frame alone, and one followed by part of a request. */
+    ck_assert_int_eq(feed(&s, dead.data, dead.len / 2, 0, ev, 4), 0);
+    ck_assert_int_eq(smk_stream_salvage(&s), 0);
+    ck_assert_int_eq(feed(&s, next.data, next.len - 1, 0, ev, 4), 0);
+    size_t have = s.have;
+    ck_assert_int_eq(smk_stream_salvage(&s), 0);
+    ck_assert(smk_stream_partial(&s) && s.have == have && !smk_stream_backlog(&s));
+    /* Its last byte makes it whole. */
+    ck_assert_int_eq(feed(&s, next.data + next.len - 1, 1, 0, ev, 4), 0);
+    ck_assert_int_eq(smk_stream_salvage(&s), 1);
+    ck_assert_int_eq(replay_ids(&s, ev, 4), 1);
+    ck_assert_int_eq(ev[0], 9);
+    /* A frame whose data is a whole frame, one byte short: nothing whole
+     * ends it, so it is left alone. */
+    smk_stream_reset(&s);
+    ck_assert_int_eq(smk_encode_empty(&inner, SMK_PING, 5), 0);
+    smk_buf_free(&next);
+    ck_assert_int_eq(smk_encode_write_file(&next, 6, "/f", 0644, inner.data, inner.len), 0);
+    ck_assert_int_eq(feed(&s, next.data, next.len - 1, 0, ev, 4), 0);
+    ck_assert_int_eq(smk_stream_salvage(&s), 0);
+    ck_assert_int_eq(feed(&s, next.data + next.len - 1, 1, 0, ev, 4), 1);
+    ck_assert_int_eq(ev[0], 6);
+    smk_stream_free(&s);
+    smk_buf_free(&dead);
+    smk_buf_free(&next);
+    smk_buf_free(&inner);
+}
+END_TEST
+
 static Suite *proto_suite(void)
 {
     Suite *s = suite_create("agent protocol");
@@ -1115,6 +1192,8 @@ static Suite *proto_suite(void)
     tcase_add_test(tc, stream_rescan_finds_a_request_appended_to_a_dead_frame);
     tcase_add_test(tc, stream_rescan_keeps_a_partial_request_for_more_bytes);
     tcase_add_test(tc, stream_rescan_of_pure_garbage_keeps_nothing);
+    tcase_add_test(tc, stream_salvage_takes_whole_requests_after_a_dead_frame);
+    tcase_add_test(tc, stream_salvage_leaves_what_does_not_end_in_whole_frames);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -4,7 +4,8 @@
  * (header, each message type's fields, every length and count), the
  * smk_strlist_next() walk exec.c does over argv and env, and smk_stream
  * reassembling frames from a byte stream in arbitrary read sizes, with and
- * without resync, including the rescan-and-replay path of virtio-serial.
+ * without resync, including virtio-serial's salvage, rescan and replay of
+ * a frame that stopped arriving.
  *
  * It asserts invariants, not just "no crash": decoded fields lie inside the
  * frame and within the protocol's limits, a string list walks to exactly its
@@ -364,6 +365,36 @@ static void check_stream_frame(const struct smk_stream *st, const uint8_t *data,
     CHECK(memcmp(bytes, data + consumed - m->frame_len, m->frame_len) == 0);
 }
 
+/* Salvage either changes nothing, or gives up the partial frame and sets
+ * aside one or more whole, valid frames from its tail. */
+static void check_salvage(struct smk_stream *st)
+{
+    size_t have = st->have;
+    const uint8_t *bytes = st->frame ? st->frame : st->head;
+    uint8_t *copy = malloc(have);
+    CHECK(copy != NULL);
+    memcpy(copy, bytes, have);
+    if (!smk_stream_salvage(st)) {
+        CHECK(smk_stream_partial(st) && st->have == have && !smk_stream_backlog(st));
+        CHECK(memcmp(st->frame ? st->frame : st->head, copy, have) == 0);
+        free(copy);
+        return;
+    }
+    CHECK(!smk_stream_partial(st) && smk_stream_backlog(st));
+    size_t len = st->backlog_len;
+    CHECK(st->backlog_off == 0 && len >= SMK_HEADER_SIZE && len < have);
+    CHECK(memcmp(st->backlog, copy + have - len, len) == 0);
+    const uint8_t *p = st->backlog;
+    while (len > 0) {
+        struct smk_msg m;
+        int r = decode_checked(p, len, &m);
+        CHECK(r > 0);
+        p += r;
+        len -= (size_t)r;
+    }
+    free(copy);
+}
+
 /*
  * Feeds data to a stream in pseudo-random read sizes, as conn.c does.
  * With resync, sometimes gives up on a partial frame the way the serial
@@ -416,10 +447,17 @@ static void run_stream(const uint8_t *data, size_t size, int resync, uint64_t se
             memcpy(p, data + off, n);
             off += n;
             k = smk_stream_advance(&st, n, &m);
-            /* Sometimes a serial stall in the middle of the input. */
-            if (k == 0 && resync && smk_stream_partial(&st) && (next_rand(&rng) & 63) == 0) {
-                smk_stream_rescan(&st);
-                continue;
+            /* Sometimes the line goes quiet in the middle of a frame: the
+             * serial handler tries to salvage whole requests at its end,
+             * and after a long stall rescans. */
+            if (k == 0 && resync && smk_stream_partial(&st)) {
+                uint32_t x = next_rand(&rng);
+                if ((x & 7) == 0)
+                    check_salvage(&st);
+                else if ((x & 63) == 1)
+                    smk_stream_rescan(&st);
+                if (!smk_stream_partial(&st))
+                    continue;
             }
         }
         if (k > 0) {
