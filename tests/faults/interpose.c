@@ -15,8 +15,11 @@
 #include "interpose.h"
 
 #define TMP_PREFIX ".smk-tmp-"
-#define O_CREAT_ 0100        /* Linux's O_CREAT, the same on x86_64 and aarch64 */
-#define O_TMPFILE_ 020200000 /* Linux's O_TMPFILE (with O_DIRECTORY) */
+/* O_CREAT and O_TMPFILE differ between arches (O_DIRECTORY is 040000 on aarch64): test_faults.c,
+ * which may include <fcntl.h>, provides them. */
+extern const int fault_o_creat, fault_o_tmpfile;
+#define O_CREAT_ fault_o_creat
+#define O_TMPFILE_ fault_o_tmpfile
 
 struct fault_plan fault;
 

@@ -30,6 +30,13 @@
 
 #include "interpose.h"
 
+const int fault_o_creat = O_CREAT;
+#ifdef O_TMPFILE
+const int fault_o_tmpfile = O_TMPFILE;
+#else
+const int fault_o_tmpfile = -1; /* matches no open(): only the named temporary exists here */
+#endif
+
 static char tmp[256];
 static unsigned long long rng_state;
 static unsigned long long seed;
