@@ -8,6 +8,9 @@
    rebuilds, and the library's SHA-256 changes. A hand-written .S with .incbin would not.
 3. A blob that does not match its manifest stops the build with a clear message: one flipped
    byte, then a truncated blob.
+4. Built anyway (-Dblobcheck=false) from a blob with a flipped byte (in the frame header, the
+   middle, the checksum at the end) or a truncated one, the library returns -EBADMSG from
+   every call that reads the asset and writes nothing (tests/corrupt-probe.c checks each).
 """
 import hashlib
 import os
@@ -31,6 +34,12 @@ def step(ok, what):
 
 def run(cmd):
     return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def flip(data, at):
+    data = bytearray(data)
+    data[at] ^= 0x55
+    return bytes(data)
 
 
 def sha(path):
@@ -92,6 +101,45 @@ def main():
         step(r.returncode != 0 and "does not match its manifest" in out,
              "a truncated blob fails the build: " +
              next((l.strip() for l in out.splitlines() if "blobcheck:" in l), "(no message)"))
+
+        # 4. The same corruption in a library built without blobcheck: caught at run time.
+        r = run(["meson", "configure", build, "-Dblobcheck=false"])
+        step(r.returncode == 0, "reconfigures with -Dblobcheck=false")
+        probe = os.path.join(build, "tests", "corrupt-probe")
+        good = {}
+        for row in rows:
+            if row[0] == "name" or row[0].startswith("#"):
+                continue
+            with open(os.path.join(blobs, row[2]), "rb") as f:
+                good[row[0]] = f.read()
+        good["kernel"] = redo.stdout
+        agent = next(r for r in rows if r[0] == "supermachine-agent")
+        cases = [("kernel", "a flipped byte in the frame header", lambda d: flip(d, 5)),
+                 ("kernel", "a flipped byte in the middle", lambda d: flip(d, len(d) // 2)),
+                 ("kernel", "a flipped byte in the checksum", lambda d: flip(d, len(d) - 2)),
+                 ("kernel", "a truncated blob", lambda d: d[:-100]),
+                 ("kernel", "a blob cut to its first 1000 bytes", lambda d: d[:1000]),
+                 ("supermachine-agent", "a flipped byte in the middle",
+                  lambda d: flip(d, len(d) // 2))]
+        for asset, what, corrupt in cases:
+            row = kernel if asset == "kernel" else agent
+            path = os.path.join(blobs, row[2])
+            for name, data in good.items():  # every other blob intact again
+                other = next(r for r in rows if r[0] == name)
+                with open(os.path.join(blobs, other[2]), "wb") as f:
+                    f.write(data)
+            with open(path, "wb") as f:
+                f.write(corrupt(good[asset]))
+            r = run(["ninja", "-C", build])
+            if not step(r.returncode == 0, f"{asset} with {what}: builds without blobcheck"):
+                print(r.stdout[-2000:], r.stderr[-2000:])
+                continue
+            r = run([probe, asset])
+            ok = step(r.returncode == 0,
+                      f"{asset} with {what}: -EBADMSG from decompress, stream, extract, "
+                      "asset_path, initramfs; nothing written")
+            if not ok:
+                print(r.stdout, r.stderr)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,9 @@ def main():
         path = os.path.join(blobdir, r["blob"])
         if not os.path.isfile(path):
             fail(f"{a.manifest}: blob {r['blob']} is missing")
+        # The length of what .incbin embeds, whatever the manifest says: blobcheck compares the
+        # two, and a test build without blobcheck must never read past a truncated blob.
+        r["blob_size"] = str(os.path.getsize(path))
         embeds.append((f"smk__blob_{ident(r['name'])}", path))
     embeds += [(f"smk__raw_{sym}", path) for sym, path, _ in raws]
 
