@@ -249,6 +249,21 @@ static int process_gone(pid_t pid, double secs)
     return 0;
 }
 
+/* Whether /proc has no trace of pid (neither running nor a zombie) within
+ * secs: its parent has waited for it. */
+static int process_reaped(pid_t pid, double secs)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+    double end = now_s() + secs;
+    while (access(path, F_OK) == 0) {
+        if (now_s() >= end)
+            return 0;
+        usleep(20000);
+    }
+    return 1;
+}
+
 /* --- CLI ------------------------------------------------------------------- */
 
 START_TEST(version_and_help)
@@ -818,7 +833,8 @@ START_TEST(hangup_during_exec_kills_the_command)
     }
     ck_assert_int_gt(pid, 1);
     close(fd);
-    ck_assert_msg(process_gone(pid, 5), "command %d outlived its client", (int)pid);
+    /* Killed, and waited for: not left a zombie either. */
+    ck_assert_msg(process_reaped(pid, 5), "command %d outlived its client", (int)pid);
     expect_agent_alive();
 }
 END_TEST
@@ -1162,14 +1178,6 @@ START_TEST(exec_output_of_256_mib_is_capped_in_bounded_memory)
 }
 END_TEST
 
-/* Whether /proc has no trace of pid: neither running nor a zombie. */
-static int process_reaped(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d", (int)pid);
-    return access(path, F_OK) != 0;
-}
-
 START_TEST(exec_that_never_exits_is_killed_at_the_timeout_and_reaped)
 {
     int fd = raw_connect();
@@ -1194,7 +1202,7 @@ START_TEST(exec_that_never_exits_is_killed_at_the_timeout_and_reaped)
     pid_t pid = (pid_t)atoi(pid_text);
     ck_assert_int_gt(pid, 1);
     /* Killed and waited for before the reply was sent: not even a zombie. */
-    ck_assert_msg(process_reaped(pid), "command %d still in /proc after the reply", (int)pid);
+    ck_assert_msg(process_reaped(pid, 0), "command %d still in /proc after the reply", (int)pid);
     /* The connection goes on. */
     uint8_t ping[SMK_HEADER_SIZE];
     header(ping, SMK_PROTO_VERSION, SMK_PING, 2, 0);
@@ -1249,7 +1257,8 @@ START_TEST(hangup_mid_header_or_mid_body_ends_only_that_connection)
         ck_assert_msg(now_s() - t0 < 2, "cut at %zu: closed after %.1f s", cuts[i], now_s() - t0);
         smk_stream_free(&st);
         close(fd);
-        ck_assert_msg(process_gone(handler, 5), "cut at %zu: handler %d still running", cuts[i],
+        /* The handler exited and the agent reaped it. */
+        ck_assert_msg(process_reaped(handler, 5), "cut at %zu: handler %d still there", cuts[i],
                       (int)handler);
         struct run r = client(NO_STDIN, "ping", NULL);
         ck_assert_msg(r.status == 0 && r.secs < 5, "cut at %zu: next ping %d after %.1f s",
