@@ -23,6 +23,14 @@
  *       library's read-only data, and the page cache is dropped (sync +
  *       drop_caches) before every timed run, so decoding reads them from disk.
  *
+ *   decbench mem BLOB
+ *       Peak memory of one streaming decode: the blob is read into memory and touched
+ *       first, the peak-RSS mark is reset (/proc/self/clear_refs 5), then the blob is
+ *       decoded the way the library decodes (only its filter, by extension, + raw format,
+ *       archive_read_data_block(), output discarded) and the growth of VmHWM over the
+ *       RSS before is printed:  filter=<name> raw=<bytes> blob=<bytes> peak_kib=<KiB>
+ *       (what libarchive and the codec allocate: window, buffers, contexts).
+ *
  * Timing is in-process (CLOCK_MONOTONIC) and excludes process start and reading
  * the inputs: the blob is already in memory, as it is when embedded in a library.
  */
@@ -405,6 +413,92 @@ static int cmd_extract(int runs, const char *dir, int argc, char **argv)
 	return 0;
 }
 
+static long status_kib(const char *key)
+{
+	char line[256];
+	long v = -1;
+	size_t kl = strlen(key);
+	FILE *f = fopen("/proc/self/status", "r");
+	if (!f)
+		die("cannot read /proc/self/status", NULL);
+	while (fgets(line, sizeof line, f))
+		if (strncmp(line, key, kl) == 0 && line[kl] == ':')
+			v = atol(line + kl + 1);
+	fclose(f);
+	return v;
+}
+
+/* Only the blob's own filter, as the library enables it (decode.c), chosen by extension. */
+static struct archive *open_blob_one(const struct buf *blob)
+{
+	struct archive *a = archive_read_new();
+	struct archive_entry *e;
+	const char *ext = strrchr(blob->path, '.');
+	if (!a || !ext)
+		die("archive_read_new or no extension", blob->path);
+	int r = strcmp(ext, ".zst") == 0  ? archive_read_support_filter_zstd(a)
+		: strcmp(ext, ".xz") == 0  ? archive_read_support_filter_xz(a)
+		: strcmp(ext, ".lz4") == 0 ? archive_read_support_filter_lz4(a)
+		: strcmp(ext, ".gz") == 0  ? archive_read_support_filter_gzip(a)
+					   : ARCHIVE_FATAL;
+	if (r != ARCHIVE_OK || archive_read_support_format_raw(a) != ARCHIVE_OK)
+		die("unknown blob extension", blob->path);
+	if (archive_read_open_memory(a, blob->p, blob->n) != ARCHIVE_OK ||
+	    archive_read_next_header(a, &e) != ARCHIVE_OK)
+		die(archive_error_string(a), blob->path);
+	return a;
+}
+
+static uint64_t stream_decode(const struct buf *blob, char *fname, size_t fnl)
+{
+	struct archive *a = open_blob_one(blob);
+	uint64_t total = 0;
+	for (;;) {
+		const void *chunk;
+		size_t len;
+		la_int64_t off;
+		int r = archive_read_data_block(a, &chunk, &len, &off);
+		if (r == ARCHIVE_EOF)
+			break;
+		if (r != ARCHIVE_OK)
+			die(archive_error_string(a), blob->path);
+		total += len;
+	}
+	if (fname)
+		snprintf(fname, fnl, "%s", archive_filter_name(a, 0));
+	archive_read_free(a);
+	return total;
+}
+
+static int cmd_mem(const char *blobp)
+{
+	struct buf blob = slurp(blobp);
+	volatile unsigned char sum = 0;
+	for (size_t i = 0; i < blob.n; i += 1024)
+		sum += blob.p[i];
+	/* Warm up libarchive and libc once on the first KiB (it fails, which is fine): the
+	 * measured decode then holds only what decoding this blob needs. */
+	struct buf head = blob;
+	head.n = blob.n < 1024 ? blob.n : 1024;
+	struct archive *w = archive_read_new();
+	struct archive_entry *e;
+	archive_read_support_filter_all(w);
+	archive_read_support_format_raw(w);
+	if (archive_read_open_memory(w, head.p, head.n) == ARCHIVE_OK)
+		archive_read_next_header(w, &e);
+	archive_read_free(w);
+	int fd = open("/proc/self/clear_refs", O_WRONLY);
+	if (fd < 0 || write(fd, "5\n", 2) != 2)
+		die("cannot reset the peak RSS (/proc/self/clear_refs)", strerror(errno));
+	close(fd);
+	long before = status_kib("VmRSS");
+	char fname[64];
+	uint64_t total = stream_decode(&blob, fname, sizeof fname);
+	printf("filter=%s raw=%llu blob=%zu peak_kib=%ld\n", fname, (unsigned long long)total, blob.n,
+	       status_kib("VmHWM") - before);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	int runs = 7;
@@ -430,10 +524,13 @@ int main(int argc, char **argv)
 		die("RUNS must be 1..256", NULL);
 	if (strcmp(cmd, "decode") == 0 && argc == 2)
 		return cmd_decode(runs, argv[0], argv[1]);
+	if (strcmp(cmd, "mem") == 0 && argc == 1)
+		return cmd_mem(argv[0]);
 	if (strcmp(cmd, "extract") == 0 && argc >= 3 && argc % 2 == 1)
 		return cmd_extract(runs, argv[0], argc - 1, argv + 1);
 usage:
 	fprintf(stderr, "usage: decbench decode [-n RUNS] RAW BLOB\n"
+			"       decbench mem BLOB\n"
 			"       decbench extract [-n RUNS] [-c] DIR RAW BLOB [RAW BLOB ...]\n");
 	return 2;
 }

@@ -55,8 +55,8 @@ static void die(const char *what, int err)
 
 /*
  * The baseline of an extraction: the same bytes, already in memory, through the same path the
- * library takes (atomic.c): O_TMPFILE in the target's directory, write, fchmod, fsync, link it
- * to a temporary name, rename over the target.
+ * library takes (atomic.c): an O_TMPFILE in the target's directory, write, fchmod, fsync, then
+ * linkat() to the target's name (a new target), or to a temporary name and rename() over it.
  */
 static int write_floor(const char *dir, const char *name, const void *data, size_t len, int mode)
 {
@@ -76,9 +76,11 @@ static int write_floor(const char *dir, const char *name, const void *data, size
     }
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
     int r = 0;
-    if (fchmod(fd, (mode_t)mode) || fsync(fd) || linkat(AT_FDCWD, proc, AT_FDCWD, tmp,
-                                                          AT_SYMLINK_FOLLOW) ||
-        rename(tmp, dst))
+    if (fchmod(fd, (mode_t)mode) || fsync(fd))
+        r = -errno;
+    else if (linkat(AT_FDCWD, proc, AT_FDCWD, dst, AT_SYMLINK_FOLLOW) != 0 &&
+             (errno != EEXIST || linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) ||
+              rename(tmp, dst)))
         r = -errno;
     close(fd);
     return r;
@@ -284,6 +286,20 @@ static long rss_median(const char *mode, const char *what, const char *touch_mod
     return (long)median(v, n);
 }
 
+/* The machine's load average, printed with the figures: a loaded machine slows the decoding
+ * (CPU) far more than the baselines (mostly I/O), so the ratios say more on a quiet one. */
+static void print_load(const char *when)
+{
+    char buf[128] = "?";
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (!fgets(buf, sizeof buf, f))
+            strcpy(buf, "?\n");
+        fclose(f);
+    }
+    printf("load average %s: %s", when, buf);
+}
+
 static const char *verdict(int ok)
 {
     return ok ? "met" : "NOT met";
@@ -328,6 +344,7 @@ int main(int argc, char **argv)
            "medians; temp dir %s\n\n",
            smk_version(), smk_arch(), n_assets, (unsigned long long)raw_total,
            (unsigned long long)blob_total, rounds, dir);
+    print_load("at start");
     printf("%-52s %14s %14s %9s  %s\n", "figure", "smkernel", "baseline", "ratio", "goal");
 
     /* 1. Every asset to files, first extraction, against the same bytes from memory. The two
@@ -454,6 +471,7 @@ int main(int argc, char **argv)
                                                       : "(the 40% goal is aarch64's)");
         }
     }
+    print_load("at end");
     char cmd[100];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     return system(cmd) == 0 ? 0 : 1;
