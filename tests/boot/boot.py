@@ -225,7 +225,7 @@ def build_qemu(a, workdir, sock, console, initramfs=None):
         argv += ["-M", "virt"]
         cpu = ["-cpu", "host" if accel == "kvm" else "cortex-a57"]
     argv += cpu + [
-        "-accel", accel,
+        "-accel", accel if accel != "tcg" or not a.tcg_thread else f"tcg,thread={a.tcg_thread}",
         "-smp", str(a.smp), "-m", str(a.mem),
         "-no-reboot", "-nographic", "-monitor", "none", "-nic", "none",
         "-serial", f"file:{console}",
@@ -559,6 +559,8 @@ def main():
                     help="also boot the same kernel, command line and machine with an initramfs holding "
                          "only INIT as /init (a static assets/kernel/test-init.c), interleaved with the "
                          "agent boots, and report both medians and their ratio")
+    ap.add_argument("--tcg-thread", choices=["single", "multi"],
+                    help="qemu's TCG threading (-accel tcg,thread=...); default: qemu's (multi)")
     ap.add_argument("--no-tcg-extras", action="store_true",
                     help="do not add the TCG-only command line words (x86_64: noapictimer with one vCPU, "
                          "tsc_early_khz=<host TSC>)")
