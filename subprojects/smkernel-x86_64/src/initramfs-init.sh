@@ -36,14 +36,15 @@ fail() {
 
 m() { $B mount "$@" || fail "mount $*"; }
 
-# "mount -a -T /proc/self/fd/3" needs /proc, hence proc on its own first.
-# devtmpfs.mount does not apply to an initramfs root (mount -a skips /dev if it did).
-m -t proc -o nosuid,nodev,noexec proc /proc
-$B mount -a -T /proc/self/fd/3 3<<FSTAB || fail "mount /sys, /dev or /run"
+# The API filesystems in one exec: without /proc there is no /proc/self/fd/3
+# for a here-document, so this fstab is written (shell builtins) into the
+# initramfs's own /proc directory, which the proc mount then covers (in the
+# new root too). devtmpfs.mount does not apply to an initramfs root.
+echo "proc /proc proc nosuid,nodev,noexec 0 0
 sysfs /sys sysfs nosuid,nodev,noexec 0 0
 devtmpfs /dev devtmpfs nosuid,mode=0755 0 0
-tmpfs /run tmpfs nosuid,nodev,mode=0755 0 0
-FSTAB
+tmpfs /run tmpfs nosuid,nodev,mode=0755 0 0" >/proc/.smk-fstab || fail "cannot write /proc/.smk-fstab"
+$B mount -a -T /proc/.smk-fstab || fail "mount /proc, /sys, /dev or /run"
 
 # Parse the command line with builtins only. Quotes group words as the kernel
 # does, which matters only for smk.entrypoint.
