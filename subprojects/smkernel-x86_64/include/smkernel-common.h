@@ -79,6 +79,15 @@ SMK_API const struct smk_asset *smk_asset_find(const char *name);
 /* Every asset this arch ships, in id order; *count receives their number (count may be NULL). */
 SMK_API const struct smk_asset *const *smk_assets(size_t *count);
 
+/*
+ * Integrity. Every call that reads an asset (extract, decompress, stream, asset_path,
+ * write_initramfs) checks it as it decodes: the exact decompressed size, and the checksum of
+ * the content, the XXH64 the zstd frame carries (libzstd verifies it at the end of the frame),
+ * or SHA-256 for a blob without one. A corrupt blob is -EBADMSG before anything is published.
+ * The SHA-256 in the descriptor is checked for every blob at build time and by
+ * smk_verify_file(); it is not a tamper seal at run time, since it lives beside the blob.
+ */
+
 /* Flags for smk_extract(). */
 #define SMK_EXTRACT_PARENTS 0x1u /* create missing parent directories (0755), like mkdir -p */
 
@@ -86,7 +95,7 @@ SMK_API const struct smk_asset *const *smk_assets(size_t *count);
  * Write the decompressed asset to path, replacing any existing file.
  *
  * The bytes are streamed in constant memory into a temporary file in path's directory, flushed
- * with fsync, checked against the asset's SHA-256, given the asset's mode and renamed over
+ * with fsync, checked (see "Integrity" below), given the asset's mode and renamed over
  * path. A reader of path sees the old file or the complete new one, never a partial one; on any
  * failure path is left as it was and no temporary file remains. Concurrent extractions of the
  * same asset to one path from many threads or processes all succeed with the right bytes.
@@ -106,7 +115,7 @@ SMK_API const struct smk_asset *const *smk_assets(size_t *count);
  *  -EACCES / -EPERM / -EROFS   the directory cannot be written
  *  -ENOSPC / -EDQUOT / -EFBIG / -EIO   writing failed (the target is untouched)
  *  -ENAMETOOLONG   path too long
- *  -EBADMSG  the embedded blob is corrupt (decoding failed or digest mismatch)
+ *  -EBADMSG  the embedded blob is corrupt (decoding, size or checksum failed)
  *  -ENOMEM   out of memory
  */
 SMK_API int smk_extract(enum smk_asset_id id, const char *path, unsigned int flags);
