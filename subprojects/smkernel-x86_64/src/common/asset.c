@@ -90,7 +90,7 @@ const char *smk_strerror(int err)
     case -ELOOP:
         return "too many levels of symbolic links";
     case -EBADMSG:
-        return "corrupt data: decoding failed or SHA-256 mismatch";
+        return "corrupt data: decoding failed, or size or checksum mismatch";
     case -ENOMEM:
         return "out of memory";
     case -ENOBUFS:
