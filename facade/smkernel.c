@@ -68,11 +68,11 @@ static int cmd_list(int argc, char **argv)
         return usage_error("list takes no arguments%s", "");
     size_t n;
     const struct smk_asset *const *list = smk_assets(&n);
-    printf("%-19s %-19s %10s %10s %-8s %-64s %-24s %s\n", "NAME", "FILE", "SIZE", "BLOB",
-           "MODE", "SHA256", "VERSION", "LICENSE");
+    printf("%-19s %-19s %10s %10s %-4s %-5s %-64s %-24s %s\n", "NAME", "FILE", "SIZE", "BLOB",
+           "MODE", "CODEC", "SHA256", "VERSION", "LICENSE");
     for (size_t i = 0; i < n; i++) {
         const struct smk_asset *a = list[i];
-        printf("%-19s %-19s %10llu %10llu %04o %-4s %-64s %-24s %s\n", a->name, a->file_name,
+        printf("%-19s %-19s %10llu %10llu %04o %-5s %-64s %-24s %s\n", a->name, a->file_name,
                (unsigned long long)a->size, (unsigned long long)a->blob_size, a->mode, a->codec,
                a->sha256_hex, a->version, a->license);
     }
@@ -81,17 +81,14 @@ static int cmd_list(int argc, char **argv)
 
 static int extract_all(const char *dir)
 {
+    int r = smk_extract_all(dir, SMK_EXTRACT_PARENTS);
+    if (r != 0)
+        return fail("cannot write into", dir, r);
     size_t n;
     const struct smk_asset *const *list = smk_assets(&n);
-    for (size_t i = 0; i < n; i++) {
-        char path[PATH_MAX];
-        if (snprintf(path, sizeof path, "%s/%s", dir, list[i]->file_name) >= (int)sizeof path)
-            return fail("cannot write", dir, -ENAMETOOLONG);
-        int r = smk_extract(list[i]->id, path, SMK_EXTRACT_PARENTS);
-        if (r != 0)
-            return fail("cannot write", path, r);
-        printf("%s\t%llu\t%s\n", path, (unsigned long long)list[i]->size, list[i]->name);
-    }
+    for (size_t i = 0; i < n; i++)
+        printf("%s/%s\t%llu\t%s\n", dir, list[i]->file_name, (unsigned long long)list[i]->size,
+               list[i]->name);
     return 0;
 }
 

@@ -418,6 +418,42 @@ START_TEST(test_extract_hostile_targets)
 }
 END_TEST
 
+START_TEST(test_extract_all)
+{
+    mk_tmp();
+    ck_assert_int_eq(smk_extract_all(at("missing"), 0), -ENOENT);
+    ck_assert_int_eq(smk_extract_all(NULL, 0), -EINVAL);
+    ck_assert_int_eq(smk_extract_all("", 0), -EINVAL);
+    ck_assert_int_eq(smk_extract_all(tmp, 0x80), -EINVAL);
+    write_text(at("file"), "x");
+    ck_assert_int_eq(smk_extract_all(at("file/sub"), SMK_EXTRACT_PARENTS), -ENOTDIR);
+    for (int round = 0; round < 2; round++) { /* new files, then replacing them */
+        ck_assert_int_eq(smk_extract_all(at("all/deeper"), SMK_EXTRACT_PARENTS), 0);
+        size_t n;
+        const struct smk_asset *const *list = smk_assets(&n);
+        for (size_t i = 0; i < n; i++) {
+            char rel[300];
+            snprintf(rel, sizeof rel, "all/deeper/%s", list[i]->file_name);
+            ck_assert_int_eq(smk_verify_file(list[i]->id, at(rel)), 0);
+            struct stat st;
+            ck_assert_int_eq(stat(at(rel), &st), 0);
+            ck_assert_uint_eq(st.st_mode & 07777, list[i]->mode);
+        }
+        ck_assert_int_eq(count_temps(at("all/deeper")), 0);
+    }
+    /* One asset that cannot be written: its error, and the others are still complete. */
+    const struct smk_asset *k = smk_asset_get(SMK_ASSET_KERNEL);
+    char rel[300];
+    snprintf(rel, sizeof rel, "some/%s", k->file_name);
+    ck_assert_int_eq(mkdir(at("some"), 0755), 0);
+    ck_assert_int_eq(mkdir(at(rel), 0755), 0);
+    ck_assert_int_eq(smk_extract_all(at("some"), 0), -EISDIR);
+    snprintf(rel, sizeof rel, "some/%s", smk_asset_get(SMK_ASSET_SUPERMACHINE_AGENT)->file_name);
+    ck_assert_int_eq(smk_verify_file(SMK_ASSET_SUPERMACHINE_AGENT, at(rel)), 0);
+    rm_tmp();
+}
+END_TEST
+
 /* Permission checks do not apply to root, so drop to nobody in a child to see EACCES. */
 START_TEST(test_extract_unwritable_directory)
 {
@@ -717,7 +753,7 @@ static Suite *suite(void)
         {"extract",
          {test_extract_every_asset, test_extract_named_functions, test_extract_overwrites,
           test_extract_bad_arguments, test_extract_hostile_targets,
-          test_extract_unwritable_directory, test_extract_threads_one_path}},
+          test_extract_unwritable_directory, test_extract_threads_one_path, test_extract_all}},
         {"verify", {test_verify_file}},
         {"cache",
          {test_cache_dir_precedence, test_asset_path_cold_then_warm,

@@ -120,6 +120,15 @@ SMK_API const struct smk_asset *const *smk_assets(size_t *count);
  */
 SMK_API int smk_extract(enum smk_asset_id id, const char *path, unsigned int flags);
 
+/*
+ * Extract every asset this arch ships into dir, each under its file_name and atomically as
+ * smk_extract() does, concurrently (one thread per asset, joined before returning: decoding
+ * one asset overlaps writing another). flags: SMK_EXTRACT_PARENTS creates dir like mkdir -p.
+ * Returns 0, or the error of the first failing asset in id order (the others that succeeded
+ * stay written, each complete); -EINVAL for a NULL or empty dir or unknown flags.
+ */
+SMK_API int smk_extract_all(const char *dir, unsigned int flags);
+
 /* The seed's API: the same as smk_extract() for one asset, without or with SMK_EXTRACT_PARENTS.
  * "Overwrites any existing file; the parent dir must exist" (the _with_parents form creates it). */
 SMK_API int smk_extract_kernel_to(const char *path);

@@ -2,6 +2,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
 
 #include "internal.h"
 
@@ -88,4 +91,55 @@ int smk_extract_supermachine_agent_to(const char *path)
 int smk_extract_supermachine_agent_to_with_parents(const char *path)
 {
     return smk_extract(SMK_ASSET_SUPERMACHINE_AGENT, path, SMK_EXTRACT_PARENTS);
+}
+
+struct job {
+    const struct smk_asset *a;
+    char path[PATH_MAX];
+    pthread_t thread;
+    bool started;
+    int result;
+};
+
+static void *run_job(void *arg)
+{
+    struct job *j = arg;
+    j->result = smk_extract(j->a->id, j->path, 0);
+    return NULL;
+}
+
+int smk_extract_all(const char *dir, unsigned int flags)
+{
+    if (!dir || !*dir || (flags & ~SMK_EXTRACT_PARENTS))
+        return -EINVAL;
+    if (flags & SMK_EXTRACT_PARENTS) {
+        int r = smk__mkdir_parents(dir, 0755);
+        if (r != 0)
+            return r;
+    }
+    struct job jobs[SMK_ASSET_ID_COUNT];
+    size_t n = 0;
+    for (size_t i = 0; i < smk__asset_count && n < SMK_ASSET_ID_COUNT; i++, n++) {
+        jobs[n].a = smk__asset_list[i];
+        jobs[n].started = false;
+        int len = snprintf(jobs[n].path, sizeof jobs[n].path, "%s/%s", dir,
+                           jobs[n].a->file_name);
+        if (len < 0 || (size_t)len >= sizeof jobs[n].path)
+            return -ENAMETOOLONG;
+    }
+    /* Each asset on its own thread: decoding is CPU, writing is I/O, and they overlap. The
+     * calling thread takes the first; if a thread cannot start, its asset runs here too. */
+    for (size_t i = 1; i < n; i++)
+        jobs[i].started = pthread_create(&jobs[i].thread, NULL, run_job, &jobs[i]) == 0;
+    for (size_t i = 0; i < n; i++)
+        if (!jobs[i].started)
+            run_job(&jobs[i]);
+    int first = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (jobs[i].started)
+            pthread_join(jobs[i].thread, NULL);
+        if (first == 0)
+            first = jobs[i].result;
+    }
+    return first;
 }
