@@ -280,13 +280,14 @@ static int link_fd(const struct smk__atomic *t, const char *newname)
 
 /*
  * Publish the complete O_TMPFILE. A new target gets it with one linkat(): no temporary name
- * ever exists. An existing target (EEXIST) is replaced through a temporary name and rename().
+ * ever exists. An existing target (EEXIST) gets a temporary name (t->named) for the caller to
+ * rename() over it.
  */
 static int publish_tmpfile(struct smk__atomic *t)
 {
     int r = link_fd(t, t->name);
     if (r != -EEXIST)
-        return r == 0 ? 1 : r;
+        return r;
     for (int tries = 0; tries < 100; tries++) {
         new_temp_name(t);
         r = link_fd(t, t->tmp_name);
@@ -312,13 +313,9 @@ int smk__atomic_commit(struct smk__atomic *t, unsigned int mode, const struct ti
     }
     if (r == 0 && fsync(t->fd) != 0)
         r = -errno;
-    bool linked = false; /* published by linkat() straight to the target's name */
-    if (r == 0 && !t->named) {
-        r = publish_tmpfile(t);
-        linked = r == 1;
-        r = r == 1 ? 0 : r;
-    }
-    if (r == 0 && !linked && renameat(t->dirfd, t->tmp_name, t->dirfd, t->name) != 0)
+    if (r == 0 && !t->named)
+        r = publish_tmpfile(t); /* an O_TMPFILE: linked to the target, or named for rename */
+    if (r == 0 && t->named && renameat(t->dirfd, t->tmp_name, t->dirfd, t->name) != 0)
         r = -errno;
     if (r == 0)
         t->named = false; /* the temporary name is gone: it is the target now */
