@@ -20,7 +20,9 @@ static const char usage[] =
     "commands:\n"
     "  list                         the assets: name, file, sizes, SHA-256, version, license\n"
     "  extract [--parents] ASSET PATH\n"
-    "                               write ASSET to PATH atomically (--parents: mkdir -p)\n"
+    "                               write ASSET to PATH atomically (--parents: mkdir -p);\n"
+    "                               on x86_64 ASSET may also be 'vmlinux': the kernel as a\n"
+    "                               PVH-bootable ELF, derived from the bzImage\n"
     "  extract --all DIR            write every asset into DIR (created if missing)\n"
     "  initramfs [--parents] [--add HOST:GUEST[:MODE]]... PATH\n"
     "                               write a bootable initramfs (cpio newc) for this arch\n"
@@ -106,6 +108,16 @@ static int cmd_extract(int argc, char **argv)
     }
     if (argc != 2)
         return usage_error("extract takes ASSET PATH%s", "");
+#if defined(SMK_HAVE_VMLINUX)
+    if (strcmp(argv[0], "vmlinux") == 0) {
+        int r = flags ? smk_extract_vmlinux_to_with_parents(argv[1])
+                      : smk_extract_vmlinux_to(argv[1]);
+        if (r != 0)
+            return fail("cannot write", argv[1], r);
+        printf("%s\tvmlinux\n", argv[1]);
+        return 0;
+    }
+#endif
     const struct smk_asset *a = asset_arg(argv[0]);
     if (!a)
         return EXIT_USAGE;
