@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "proto.h"
+#include "agent-proto.h"
 
 #define SMK_DEFAULT_VSOCK_PORT 5000u
 #define SMK_DEFAULT_SERIAL_NAME "smk.agent"
@@ -67,11 +67,30 @@ int smk_exec(const struct smk_msg *req, int peer_fd, int peer_is_serial,
              struct smk_exec_result *res, char *why, size_t why_len);
 void smk_exec_result_free(struct smk_exec_result *res);
 
+/* A SPAWN request's process: started in a session of its own, its stdin,
+ * stdout and stderr non-blocking pipes, or all three one pseudo-terminal
+ * (in is its master, out a dup of it, err -1). */
+struct smk_spawned {
+    pid_t pid;
+    int tty;
+    int in, out, err;
+};
+int smk_spawn(const struct smk_msg *req, struct smk_spawned *sp, char *why, size_t why_len);
+
 /* files.c: both return 0 or a negative errno with why[] filled. */
 int smk_write_file(const char *path, uint32_t mode, const uint8_t *data, size_t len, char *why,
                    size_t why_len);
 int smk_read_file(const char *path, uint8_t **data, size_t *len, int *truncated, char *why,
                   size_t why_len);
+
+/* control.c: guest control requests (SET_TIME ... HOSTS), run in a worker;
+ * READ_FILE with its flags. Both return 0 or a negative errno with why[]. */
+int smk_control(const struct smk_msg *m, int test_mode, char *why, size_t why_len);
+int smk_read_file2(const char *path, uint32_t flags, uint8_t **data, size_t *len, int *truncated,
+                   char *why, size_t why_len);
+
+/* Processes a connection may have spawned and not yet seen exit. */
+#define SMK_AGENT_MAX_PROCS 32
 
 /* system.c */
 void smk_setup_system(void);

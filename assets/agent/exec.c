@@ -9,7 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <termios.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -107,7 +110,7 @@ static int plan_build(const struct smk_msg *req, struct plan *p)
     return 0;
 }
 
-enum { STAGE_EXEC, STAGE_CHDIR };
+enum { STAGE_EXEC, STAGE_CHDIR, STAGE_USER, STAGE_TTY };
 
 __attribute__((noreturn)) static void child_fail(int report_fd, int stage, int err)
 {
@@ -427,6 +430,136 @@ int smk_exec(const struct smk_msg *req, int peer_fd, int peer_is_serial,
     res->out_len = cout.len;
     res->err = cerr.buf;
     res->err_len = cerr.len;
+    return 0;
+}
+
+static int open_pty(int *master, char *slave, size_t slave_len)
+{
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0)
+        return -errno;
+    if (grantpt(m) < 0 || unlockpt(m) < 0 || ptsname_r(m, slave, slave_len) != 0) {
+        int e = errno;
+        close(m);
+        return -e;
+    }
+    *master = m;
+    return 0;
+}
+
+int smk_spawn(const struct smk_msg *req, struct smk_spawned *sp, char *why, size_t why_len)
+{
+    memset(sp, 0, sizeof(*sp));
+    sp->in = sp->out = sp->err = -1;
+    struct plan plan;
+    if (plan_build(req, &plan) < 0) {
+        snprintf(why, why_len, "out of memory");
+        return -ENOMEM;
+    }
+    uint32_t flags = req->u.exec.flags;
+    gid_t groups[SMK_MAX_GROUPS];
+    size_t ngroups = req->u.exec.groups.count;
+    for (size_t i = 0; i < ngroups; i++)
+        groups[i] = smk_u32list_get(&req->u.exec.groups, (uint32_t)i);
+
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, rep[2] = {-1, -1};
+    int master = -1;
+    char slave[128];
+    int r = 0;
+    if (pipe2(rep, O_CLOEXEC) < 0)
+        r = -errno;
+    else if (flags & SMK_SPAWN_TTY)
+        r = open_pty(&master, slave, sizeof(slave));
+    else if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0)
+        r = -errno;
+    if (r < 0) {
+        snprintf(why, why_len, "%s: %s", (flags & SMK_SPAWN_TTY) ? "pty" : "pipe", strerror(-r));
+        for (int i = 0; i < 2; i++) {
+            close_fd(&in[i]);
+            close_fd(&out[i]);
+            close_fd(&err[i]);
+            close_fd(&rep[i]);
+        }
+        close_fd(&master);
+        plan_free(&plan);
+        return r;
+    }
+    if (master >= 0 && (req->u.exec.rows || req->u.exec.cols)) {
+        struct winsize ws = {.ws_row = (unsigned short)req->u.exec.rows,
+                             .ws_col = (unsigned short)req->u.exec.cols};
+        ioctl(master, TIOCSWINSZ, &ws);
+    }
+
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (master >= 0) {
+            setsid();
+            int s = open(slave, O_RDWR | O_NOCTTY);
+            if (s < 0 || ioctl(s, TIOCSCTTY, 0) < 0)
+                child_fail(rep[1], STAGE_TTY, errno);
+            child_setup(s, s, s);
+        } else {
+            child_setup(in[0], out[1], err[1]);
+        }
+        if (flags & SMK_SPAWN_USER) {
+            if (setgroups(ngroups, groups) < 0 || setgid(req->u.exec.gid) < 0 ||
+                setuid(req->u.exec.uid) < 0)
+                child_fail(rep[1], STAGE_USER, errno);
+        }
+        child_exec(&plan, rep[1]);
+    }
+    int fork_errno = errno;
+    close_fd(&in[0]);
+    close_fd(&out[1]);
+    close_fd(&err[1]);
+    close_fd(&rep[1]);
+    int report[2] = {0, 0};
+    ssize_t got = -1;
+    if (pid > 0) {
+        do
+            got = read(rep[0], report, sizeof(report));
+        while (got < 0 && errno == EINTR);
+    }
+    close_fd(&rep[0]);
+    if (pid < 0 || got == (ssize_t)sizeof(report)) {
+        int e = pid < 0 ? fork_errno : report[1];
+        if (pid < 0)
+            snprintf(why, why_len, "fork: %s", strerror(e));
+        else if (report[0] == STAGE_CHDIR)
+            snprintf(why, why_len, "chdir %s: %s", plan.cwd, strerror(e));
+        else if (report[0] == STAGE_USER)
+            snprintf(why, why_len, "switching to uid %u gid %u: %s", req->u.exec.uid,
+                     req->u.exec.gid, strerror(e));
+        else if (report[0] == STAGE_TTY)
+            snprintf(why, why_len, "controlling terminal %s: %s", slave, strerror(e));
+        else
+            snprintf(why, why_len, "%s: %s", plan.argv[0], strerror(e));
+        if (pid > 0)
+            waitpid(pid, NULL, 0);
+        close_fd(&in[1]);
+        close_fd(&out[0]);
+        close_fd(&err[0]);
+        close_fd(&master);
+        plan_free(&plan);
+        return -e;
+    }
+    plan_free(&plan);
+    sp->pid = pid;
+    if (master >= 0) {
+        sp->tty = 1;
+        sp->in = master;
+        sp->out = dup(master);
+        if (sp->out >= 0)
+            fcntl(sp->out, F_SETFD, FD_CLOEXEC);
+    } else {
+        sp->in = in[1];
+        sp->out = out[0];
+        sp->err = err[0];
+    }
+    int fds[3] = {sp->in, sp->out, sp->err};
+    for (int i = 0; i < 3; i++)
+        if (fds[i] >= 0)
+            fcntl(fds[i], F_SETFL, O_NONBLOCK);
     return 0;
 }
 

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "proto.h"
+#include "agent-proto.h"
 
 struct smk_stream {
     uint8_t head[SMK_HEADER_SIZE];

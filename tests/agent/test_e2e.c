@@ -27,7 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "proto.h"
+#include "agent-proto.h"
 #include "stream.h"
 #include "version.h"
 
@@ -271,7 +271,7 @@ START_TEST(version_and_help)
     char *v[] = {"--version", NULL};
     struct run r = run_args(NO_STDIN, v);
     ck_assert_int_eq(r.status, 0);
-    ck_assert_str_eq(r.out, "supermachine-agent " SMK_AGENT_VERSION " (protocol 1)\n");
+    ck_assert_str_eq(r.out, "supermachine-agent " SMK_AGENT_VERSION " (protocol 2)\n");
     run_free(&r);
     char *h[] = {"--help", NULL};
     r = run_args(NO_STDIN, h);
@@ -756,7 +756,7 @@ START_TEST(bad_frames_that_can_be_skipped_keep_the_connection)
     memcpy(f + SMK_HEADER_SIZE, "abc", 3);
     raw_send(fd, f, sizeof(f));
     expect_error(fd, &st, 1, SMK_ENOSYS);
-    header(f, 2, SMK_PING, 2, 3);
+    header(f, 3, SMK_PING, 2, 3);
     raw_send(fd, f, sizeof(f));
     expect_error(fd, &st, 2, SMK_EPROTONOSUPPORT);
     struct smk_buf reply = {0};

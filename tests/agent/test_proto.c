@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proto.h"
+#include "agent-proto.h"
 #include "stream.h"
 
 static int bytes_eq(struct smk_bytes b, const void *p, size_t len)
@@ -144,11 +144,18 @@ START_TEST(roundtrip_ping)
     struct smk_msg m;
     ck_assert_int_eq(smk_encode_empty(&b, SMK_PING, 7), 0);
     ck_assert_uint_eq(b.len, SMK_HEADER_SIZE);
-    ck_assert_mem_eq(b.data, "SMKA\x01\x00\x01\x00\x07\x00\x00\x00\x00\x00\x00\x00", 16);
+    ck_assert_mem_eq(b.data, "SMKA\x02\x00\x01\x00\x07\x00\x00\x00\x00\x00\x00\x00", 16);
     ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
     ck_assert_uint_eq(m.hdr.type, SMK_PING);
     ck_assert_uint_eq(m.hdr.id, 7);
-    ck_assert_uint_eq(m.hdr.version, SMK_PROTO_VERSION);
+    ck_assert_uint_eq(m.hdr.version, 2);
+    /* A version-1 frame, as a version-1 client sends it (the PROTOCOL.md example). */
+    smk_buf_free(&b);
+    b.version = 1;
+    ck_assert_int_eq(smk_encode_empty(&b, SMK_PING, 7), 0);
+    ck_assert_mem_eq(b.data, "SMKA\x01\x00\x01\x00\x07\x00\x00\x00\x00\x00\x00\x00", 16);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.hdr.version, 1);
     smk_buf_free(&b);
 }
 END_TEST
@@ -423,7 +430,7 @@ END_TEST
 START_TEST(other_version_is_skippable)
 {
     struct raw r = {0};
-    raw_header(&r, 2, SMK_PING, 12);
+    raw_header(&r, 3, SMK_PING, 12);
     raw_put(&r, "abc", 3);
     raw_seal(&r);
     struct smk_msg m;
@@ -432,14 +439,17 @@ START_TEST(other_version_is_skippable)
     ck_assert_int_eq(smk_decode(r.p, r.len, &m), -SMK_EPROTONOSUPPORT);
     ck_assert_uint_eq(m.frame_len, r.len);
     ck_assert_uint_eq(m.hdr.id, 12);
-    ck_assert_uint_eq(m.hdr.version, 2);
+    ck_assert_uint_eq(m.hdr.version, 3);
+    /* Version 0 neither. */
+    r.p[4] = 0;
+    ck_assert_int_eq(smk_decode(r.p, r.len, &m), -SMK_EPROTONOSUPPORT);
     free(r.p);
 }
 END_TEST
 
 START_TEST(unknown_type_is_skippable)
 {
-    const uint16_t types[] = {0, 6, 0x7fff, 0x8000, 0x8006, 0xfffe};
+    const uint16_t types[] = {0, 7, 0x0f, 0x16, 0x28, 0x7fff, 0x8000, 0x8007, 0x8032, 0xfffe};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         struct raw r = {0};
         raw_header(&r, SMK_PROTO_VERSION, types[i], 13);

@@ -220,4 +220,7 @@ SMK_API const char *smk_kernel_cmdline(void);
 }
 #endif
 
+/* The host-side client of the guest agent (smk_agent_*). */
+#include "smkernel-agent.h"
+
 #endif /* SMKERNEL_COMMON_H */

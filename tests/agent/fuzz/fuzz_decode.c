@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proto.h"
+#include "agent-proto.h"
 #include "stream.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -124,11 +124,11 @@ static void free_list(char **v)
  */
 static void check_roundtrip(const uint8_t *f, size_t flen, const struct smk_msg *m)
 {
-    struct smk_buf b = {0};
+    struct smk_buf b = {.version = m->hdr.version};
     int r = 0;
     uint32_t id = m->hdr.id;
-    char *s1 = NULL;
-    char **argv = NULL, **env = NULL;
+    char *s1 = NULL, *s2 = NULL, *s3 = NULL;
+    char **argv = NULL, **env = NULL, **l3 = NULL;
     switch (m->hdr.type) {
     case SMK_PING:
     case SMK_WRITE_FILE_REPLY:
@@ -174,7 +174,103 @@ static void check_roundtrip(const uint8_t *f, size_t flen, const struct smk_msg 
         break;
     case SMK_READ_FILE:
         s1 = cstr(m->u.read_file.path);
-        r = smk_encode_read_file(&b, id, s1);
+        /* The flags field is there when the payload had room for it. */
+        if (flen - SMK_HEADER_SIZE >= 8 + (size_t)m->u.read_file.path.len)
+            r = smk_encode_read_file2(&b, id, s1, m->u.read_file.flags);
+        else
+            r = smk_encode_read_file(&b, id, s1);
+        break;
+    case SMK_HELLO:
+        r = smk_encode_hello(&b, id, m->u.hello.max_version);
+        break;
+    case SMK_HELLO_REPLY:
+        s1 = cstr(m->u.hello_reply.agent);
+        r = smk_encode_hello_reply(&b, id, m->u.hello_reply.version, m->u.hello_reply.max_procs,
+                                   m->u.hello_reply.window, s1);
+        break;
+    case SMK_SPAWN: {
+        argv = walk(f, flen, &m->u.exec.argv, 0, 1);
+        env = walk(f, flen, &m->u.exec.env, 1, 1);
+        s1 = cstr(m->u.exec.cwd);
+        uint32_t groups[SMK_MAX_GROUPS];
+        for (uint32_t i = 0; i < m->u.exec.groups.count; i++)
+            groups[i] = smk_u32list_get(&m->u.exec.groups, i);
+        struct smk_spawn_args a = {
+            .argv = (const char *const *)argv,
+            .argc = m->u.exec.argv.count,
+            .env = (const char *const *)env,
+            .envc = m->u.exec.env.count,
+            .cwd = s1,
+            .flags = m->u.exec.flags,
+            .uid = m->u.exec.uid,
+            .gid = m->u.exec.gid,
+            .groups = groups,
+            .ngroups = m->u.exec.groups.count,
+            .rows = m->u.exec.rows,
+            .cols = m->u.exec.cols,
+            .window = m->u.exec.window,
+        };
+        r = smk_encode_spawn(&b, id, &a);
+        break;
+    }
+    case SMK_SPAWN_REPLY:
+    case SMK_ATTACH_REPLY:
+        r = smk_encode_spawn_reply(&b, m->hdr.type, id, m->u.spawn_reply.proc,
+                                   m->u.spawn_reply.pid);
+        break;
+    case SMK_STDIN:
+    case SMK_ACK:
+    case SMK_SIGNAL:
+    case SMK_RESIZE:
+    case SMK_ATTACH:
+    case SMK_OUTPUT:
+    case SMK_EXIT:
+        r = smk_encode_proc(&b, m->hdr.type, id, m->u.proc.proc, m->u.proc.a, m->u.proc.b,
+                            m->u.proc.data.ptr, m->u.proc.data.len);
+        break;
+    case SMK_STDIN_REPLY:
+    case SMK_SIGNAL_REPLY:
+    case SMK_RESIZE_REPLY:
+    case SMK_CONTROL_REPLY:
+        r = smk_encode_empty(&b, m->hdr.type, id);
+        break;
+    case SMK_SET_TIME:
+        r = smk_encode_set_time(&b, id, m->u.set_time.unix_ns);
+        break;
+    case SMK_ENTROPY:
+        r = smk_encode_entropy(&b, id, m->u.entropy.flags, m->u.entropy.data.ptr,
+                               m->u.entropy.data.len);
+        break;
+    case SMK_LINK:
+        s1 = cstr(m->u.link.ifname);
+        r = smk_encode_link(&b, id, s1, m->u.link.flags, m->u.link.mtu);
+        break;
+    case SMK_ADDR:
+        s1 = cstr(m->u.addr.ifname);
+        s2 = cstr(m->u.addr.cidr);
+        r = smk_encode_addr(&b, id, m->u.addr.op, s1, s2);
+        break;
+    case SMK_ROUTE:
+        s1 = cstr(m->u.route.dst);
+        s2 = cstr(m->u.route.gateway);
+        s3 = cstr(m->u.route.ifname);
+        r = smk_encode_route(&b, id, m->u.route.op, s1, s2, s3, m->u.route.metric);
+        break;
+    case SMK_DNS:
+        argv = walk(f, flen, &m->u.dns.servers, 0, 1);
+        env = walk(f, flen, &m->u.dns.search, 0, 1);
+        l3 = walk(f, flen, &m->u.dns.options, 0, 1);
+        r = smk_encode_dns(&b, id, (const char *const *)argv, m->u.dns.servers.count,
+                           (const char *const *)env, m->u.dns.search.count,
+                           (const char *const *)l3, m->u.dns.options.count);
+        break;
+    case SMK_HOSTNAME:
+        s1 = cstr(m->u.hostname.name);
+        r = smk_encode_hostname(&b, id, s1);
+        break;
+    case SMK_HOSTS:
+        argv = walk(f, flen, &m->u.hosts.lines, 0, 1);
+        r = smk_encode_hosts(&b, id, (const char *const *)argv, m->u.hosts.lines.count);
         break;
     case SMK_READ_FILE_REPLY:
         r = smk_encode_read_reply(&b, id, m->u.read_reply.flags, m->u.read_reply.data.ptr,
@@ -202,8 +298,11 @@ static void check_roundtrip(const uint8_t *f, size_t flen, const struct smk_msg 
     CHECK(again.hdr.type == m->hdr.type && again.hdr.id == id);
     smk_buf_free(&b);
     free(s1);
+    free(s2);
+    free(s3);
     free_list(argv);
     free_list(env);
+    free_list(l3);
 }
 
 static int known_error(int r)
@@ -236,7 +335,8 @@ static void check_decode(const uint8_t *buf, size_t len, int r, const struct smk
         CHECK(flen == m->frame_len && flen <= len);
         CHECK(m->hdr.len <= SMK_MAX_PAYLOAD && flen == SMK_HEADER_SIZE + (size_t)m->hdr.len);
         CHECK(m->hdr.len == rd32(buf + 12) && m->hdr.id == rd32(buf + 8));
-        CHECK(m->hdr.version == SMK_PROTO_VERSION);
+        CHECK(m->hdr.version >= SMK_PROTO_MIN_VERSION && m->hdr.version <= SMK_PROTO_VERSION);
+        CHECK(m->hdr.version >= 2 || !smk_type_is_v2(m->hdr.type));
         CHECK(strcmp(smk_type_name(m->hdr.type), "?") != 0);
         const uint8_t *f = buf;
         switch (m->hdr.type) {

@@ -1,4 +1,4 @@
-#include "proto.h"
+#include "agent-proto.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -134,6 +134,67 @@ static struct smk_strlist take_strlist(struct cursor *c, uint32_t max_count, int
     return l;
 }
 
+static struct smk_u32list take_u32list(struct cursor *c, uint32_t max)
+{
+    struct smk_u32list l = {0};
+    uint32_t count = take_u32(c);
+    if (c->err)
+        return l;
+    if (count > max) {
+        fail(c, -SMK_E2BIG, "too many list entries");
+        return l;
+    }
+    if ((size_t)count * 4 > c->left) {
+        fail(c, -SMK_EPROTO, "field runs past the end of the payload");
+        return l;
+    }
+    l.count = count;
+    l.raw = c->p;
+    c->p += (size_t)count * 4;
+    c->left -= (size_t)count * 4;
+    return l;
+}
+
+static struct smk_strlist take_names(struct cursor *c)
+{
+    struct smk_strlist l = {0};
+    uint32_t count = take_u32(c);
+    if (c->err)
+        return l;
+    if (count > SMK_MAX_LIST) {
+        fail(c, -SMK_E2BIG, "too many list entries");
+        return l;
+    }
+    const uint8_t *start = c->p;
+    for (uint32_t i = 0; i < count && !c->err; i++) {
+        struct smk_bytes s = take_str(c, SMK_MAX_NAME, -SMK_E2BIG, "list entry too long");
+        if (!c->err && s.len == 0)
+            fail(c, -SMK_EINVAL, "empty list entry");
+        for (uint32_t k = 0; !c->err && k < s.len; k++)
+            if (s.ptr[k] == '\n')
+                fail(c, -SMK_EINVAL, "list entry contains a newline");
+    }
+    l.count = count;
+    l.raw.ptr = start;
+    l.raw.len = (uint32_t)(c->p - start);
+    return l;
+}
+
+/* A name-like string (interface, address, host name): 0 < length <= 255
+ * unless empty_ok, no NUL, no newline, no slash unless slash_ok. */
+static struct smk_bytes take_name(struct cursor *c, int empty_ok, int slash_ok)
+{
+    struct smk_bytes s = take_str(c, SMK_MAX_NAME, -SMK_ENAMETOOLONG, "name too long");
+    if (c->err)
+        return s;
+    if (!empty_ok && s.len == 0)
+        fail(c, -SMK_EINVAL, "empty name");
+    for (uint32_t k = 0; !c->err && k < s.len; k++)
+        if (s.ptr[k] == '\n' || s.ptr[k] == ' ' || (!slash_ok && s.ptr[k] == '/'))
+            fail(c, -SMK_EINVAL, "name contains a space, newline or slash");
+    return s;
+}
+
 static int bad(struct smk_msg *msg, int err, const char *why)
 {
     msg->why = why;
@@ -153,6 +214,135 @@ static void decode_payload(struct cursor *c, struct smk_msg *msg)
         msg->u.ping_reply.ready_ns = take_u64(c);
         msg->u.ping_reply.version =
             take_str(c, SMK_MAX_VERSION, -SMK_EPROTO, "version string too long");
+        break;
+    case SMK_SPAWN:
+        msg->u.exec.flags = take_u32(c);
+        msg->u.exec.argv = take_strlist(c, SMK_MAX_ARGS, 0);
+        if (!c->err && msg->u.exec.argv.count == 0)
+            fail(c, -SMK_EINVAL, "argv is empty");
+        if (!c->err && get32(msg->u.exec.argv.raw.ptr) == 0)
+            fail(c, -SMK_EINVAL, "argv[0] is empty");
+        msg->u.exec.env = take_strlist(c, SMK_MAX_ENV, 1);
+        msg->u.exec.cwd = take_str(c, SMK_MAX_PATH, -SMK_ENAMETOOLONG, "cwd too long");
+        msg->u.exec.uid = take_u32(c);
+        msg->u.exec.gid = take_u32(c);
+        msg->u.exec.groups = take_u32list(c, SMK_MAX_GROUPS);
+        msg->u.exec.rows = take_u32(c);
+        msg->u.exec.cols = take_u32(c);
+        msg->u.exec.window = take_u32(c);
+        if (!c->err && (msg->u.exec.rows > 0xffff || msg->u.exec.cols > 0xffff))
+            fail(c, -SMK_EINVAL, "terminal size over 65535");
+        if (!c->err && msg->u.exec.window > SMK_MAX_WINDOW)
+            fail(c, -SMK_EINVAL, "window over the limit");
+        break;
+    case SMK_HELLO:
+        msg->u.hello.max_version = take_u32(c);
+        if (!c->err && msg->u.hello.max_version < SMK_PROTO_MIN_VERSION)
+            fail(c, -SMK_EINVAL, "no protocol version in common");
+        break;
+    case SMK_HELLO_REPLY:
+        msg->u.hello_reply.version = take_u32(c);
+        msg->u.hello_reply.max_procs = take_u32(c);
+        msg->u.hello_reply.window = take_u32(c);
+        msg->u.hello_reply.agent =
+            take_str(c, SMK_MAX_VERSION, -SMK_EPROTO, "version string too long");
+        break;
+    case SMK_SPAWN_REPLY:
+    case SMK_ATTACH_REPLY:
+        msg->u.spawn_reply.proc = take_u32(c);
+        msg->u.spawn_reply.pid = take_u32(c);
+        break;
+    case SMK_STDIN:
+        msg->u.proc.proc = take_u32(c);
+        msg->u.proc.a = take_u32(c);
+        msg->u.proc.data = take_bytes(c, SMK_MAX_DATA, -SMK_EMSGSIZE, "stdin too large");
+        break;
+    case SMK_ACK:
+    case SMK_ATTACH:
+        msg->u.proc.proc = take_u32(c);
+        msg->u.proc.a = take_u32(c);
+        if (!c->err && msg->u.proc.a > SMK_MAX_WINDOW)
+            fail(c, -SMK_EINVAL, "window over the limit");
+        break;
+    case SMK_SIGNAL:
+        msg->u.proc.proc = take_u32(c);
+        msg->u.proc.a = take_u32(c);
+        msg->u.proc.b = take_u32(c);
+        if (!c->err && (msg->u.proc.a == 0 || msg->u.proc.a > 64))
+            fail(c, -SMK_EINVAL, "signal number out of range");
+        break;
+    case SMK_RESIZE:
+        msg->u.proc.proc = take_u32(c);
+        msg->u.proc.a = take_u32(c);
+        msg->u.proc.b = take_u32(c);
+        if (!c->err && (msg->u.proc.a > 0xffff || msg->u.proc.b > 0xffff))
+            fail(c, -SMK_EINVAL, "terminal size over 65535");
+        break;
+    case SMK_OUTPUT:
+        msg->u.proc.proc = take_u32(c);
+        msg->u.proc.a = take_u32(c);
+        msg->u.proc.data = take_bytes(c, SMK_MAX_CHUNK, -SMK_EMSGSIZE, "output chunk too large");
+        if (!c->err && msg->u.proc.a != 1 && msg->u.proc.a != 2)
+            fail(c, -SMK_EPROTO, "output stream is not 1 or 2");
+        break;
+    case SMK_EXIT:
+        msg->u.proc.proc = take_u32(c);
+        msg->u.proc.a = take_u32(c);
+        msg->u.proc.b = take_u32(c);
+        if (!c->err && msg->u.proc.a > SMK_SIGNALED)
+            fail(c, -SMK_EPROTO, "unknown exit status");
+        break;
+    case SMK_SET_TIME:
+        msg->u.set_time.unix_ns = take_u64(c);
+        break;
+    case SMK_ENTROPY:
+        msg->u.entropy.flags = take_u32(c);
+        msg->u.entropy.data = take_bytes(c, SMK_MAX_ENTROPY, -SMK_EMSGSIZE, "entropy too large");
+        break;
+    case SMK_LINK:
+        msg->u.link.ifname = take_name(c, 0, 0);
+        msg->u.link.flags = take_u32(c);
+        msg->u.link.mtu = take_u32(c);
+        if (!c->err && msg->u.link.ifname.len > 15)
+            fail(c, -SMK_ENAMETOOLONG, "interface name over 15 bytes");
+        break;
+    case SMK_ADDR:
+        msg->u.addr.op = take_u32(c);
+        msg->u.addr.ifname = take_name(c, 0, 0);
+        msg->u.addr.cidr = take_name(c, 0, 1);
+        if (!c->err && msg->u.addr.op > SMK_NET_DEL)
+            fail(c, -SMK_EINVAL, "unknown address operation");
+        if (!c->err && msg->u.addr.ifname.len > 15)
+            fail(c, -SMK_ENAMETOOLONG, "interface name over 15 bytes");
+        break;
+    case SMK_ROUTE:
+        msg->u.route.op = take_u32(c);
+        msg->u.route.dst = take_name(c, 0, 1);
+        msg->u.route.gateway = take_name(c, 1, 0);
+        msg->u.route.ifname = take_name(c, 1, 0);
+        msg->u.route.metric = take_u32(c);
+        if (!c->err && msg->u.route.op > SMK_NET_DEL)
+            fail(c, -SMK_EINVAL, "unknown route operation");
+        if (!c->err && msg->u.route.ifname.len > 15)
+            fail(c, -SMK_ENAMETOOLONG, "interface name over 15 bytes");
+        break;
+    case SMK_DNS:
+        msg->u.dns.servers = take_names(c);
+        msg->u.dns.search = take_names(c);
+        msg->u.dns.options = take_names(c);
+        break;
+    case SMK_HOSTNAME:
+        msg->u.hostname.name = take_name(c, 0, 0);
+        if (!c->err && msg->u.hostname.name.len > 64)
+            fail(c, -SMK_ENAMETOOLONG, "host name over 64 bytes");
+        break;
+    case SMK_HOSTS:
+        msg->u.hosts.lines = take_names(c);
+        break;
+    case SMK_STDIN_REPLY:
+    case SMK_SIGNAL_REPLY:
+    case SMK_RESIZE_REPLY:
+    case SMK_CONTROL_REPLY:
         break;
     case SMK_EXEC:
         msg->u.exec.timeout_ms = take_u32(c);
@@ -183,6 +373,9 @@ static void decode_payload(struct cursor *c, struct smk_msg *msg)
         break;
     case SMK_READ_FILE:
         msg->u.read_file.path = take_path(c);
+        /* Appended in version 2: absent means 0. */
+        if (!c->err && c->left >= 4)
+            msg->u.read_file.flags = take_u32(c);
         break;
     case SMK_READ_FILE_REPLY:
         msg->u.read_reply.flags = take_u32(c);
@@ -226,8 +419,10 @@ int smk_decode(const uint8_t *buf, size_t len, struct smk_msg *msg)
         return 0;
     /* The header layout is the same in every version, so a frame of another
      * version can still be skipped by its length. */
-    if (msg->hdr.version != SMK_PROTO_VERSION)
+    if (msg->hdr.version < SMK_PROTO_MIN_VERSION || msg->hdr.version > SMK_PROTO_VERSION)
         return bad(msg, -SMK_EPROTONOSUPPORT, "unsupported protocol version");
+    if (msg->hdr.version < 2 && smk_type_is_v2(msg->hdr.type))
+        return bad(msg, -SMK_ENOSYS, "message type needs protocol version 2");
 
     struct cursor c = {.p = buf + SMK_HEADER_SIZE, .left = msg->hdr.len};
     decode_payload(&c, msg);
@@ -252,6 +447,17 @@ int smk_strlist_next(const struct smk_strlist *list, uint32_t *pos, struct smk_b
     out->len = n;
     *pos += 4 + n;
     return 1;
+}
+
+uint32_t smk_u32list_get(const struct smk_u32list *list, uint32_t i)
+{
+    return i < list->count ? get32(list->raw + (size_t)i * 4) : 0;
+}
+
+int smk_type_is_v2(uint16_t type)
+{
+    uint16_t req = type == SMK_ERROR ? 0 : (uint16_t)(type & ~SMK_REPLY);
+    return req >= SMK_HELLO;
 }
 
 size_t smk_find_magic(const uint8_t *buf, size_t len)
@@ -287,6 +493,54 @@ const char *smk_type_name(uint16_t type)
         return "READ_FILE_REPLY";
     case SMK_SHUTDOWN_REPLY:
         return "SHUTDOWN_REPLY";
+    case SMK_HELLO:
+        return "HELLO";
+    case SMK_SPAWN:
+        return "SPAWN";
+    case SMK_STDIN:
+        return "STDIN";
+    case SMK_ACK:
+        return "ACK";
+    case SMK_SIGNAL:
+        return "SIGNAL";
+    case SMK_RESIZE:
+        return "RESIZE";
+    case SMK_ATTACH:
+        return "ATTACH";
+    case SMK_SET_TIME:
+        return "SET_TIME";
+    case SMK_ENTROPY:
+        return "ENTROPY";
+    case SMK_LINK:
+        return "LINK";
+    case SMK_ADDR:
+        return "ADDR";
+    case SMK_ROUTE:
+        return "ROUTE";
+    case SMK_DNS:
+        return "DNS";
+    case SMK_HOSTNAME:
+        return "HOSTNAME";
+    case SMK_HOSTS:
+        return "HOSTS";
+    case SMK_HELLO_REPLY:
+        return "HELLO_REPLY";
+    case SMK_SPAWN_REPLY:
+        return "SPAWN_REPLY";
+    case SMK_STDIN_REPLY:
+        return "STDIN_REPLY";
+    case SMK_SIGNAL_REPLY:
+        return "SIGNAL_REPLY";
+    case SMK_RESIZE_REPLY:
+        return "RESIZE_REPLY";
+    case SMK_ATTACH_REPLY:
+        return "ATTACH_REPLY";
+    case SMK_CONTROL_REPLY:
+        return "CONTROL_REPLY";
+    case SMK_OUTPUT:
+        return "OUTPUT";
+    case SMK_EXIT:
+        return "EXIT";
     case SMK_ERROR:
         return "ERROR";
     default:
@@ -381,8 +635,9 @@ static struct frame begin(struct smk_buf *b, uint16_t type, uint32_t id)
         return f;
     uint8_t *h = b->data + b->len;
     memcpy(h, SMK_MAGIC, 4);
-    h[4] = SMK_PROTO_VERSION & 0xff;
-    h[5] = SMK_PROTO_VERSION >> 8;
+    uint16_t version = b->version ? b->version : SMK_PROTO_VERSION;
+    h[4] = (uint8_t)version;
+    h[5] = (uint8_t)(version >> 8);
     h[6] = (uint8_t)type;
     h[7] = (uint8_t)(type >> 8);
     set32(h + 8, id);
@@ -475,6 +730,169 @@ int smk_encode_read_file(struct smk_buf *b, uint32_t id, const char *path)
 {
     struct frame f = begin(b, SMK_READ_FILE, id);
     put_str(&f, path);
+    return finish(&f);
+}
+
+int smk_encode_read_file2(struct smk_buf *b, uint32_t id, const char *path, uint32_t flags)
+{
+    struct frame f = begin(b, SMK_READ_FILE, id);
+    put_str(&f, path);
+    put_u32(&f, flags);
+    return finish(&f);
+}
+
+int smk_encode_hello(struct smk_buf *b, uint32_t id, uint32_t max_version)
+{
+    struct frame f = begin(b, SMK_HELLO, id);
+    put_u32(&f, max_version);
+    return finish(&f);
+}
+
+int smk_encode_hello_reply(struct smk_buf *b, uint32_t id, uint32_t version, uint32_t max_procs,
+                           uint32_t window, const char *agent)
+{
+    struct frame f = begin(b, SMK_HELLO_REPLY, id);
+    put_u32(&f, version);
+    put_u32(&f, max_procs);
+    put_u32(&f, window);
+    put_str(&f, agent);
+    return finish(&f);
+}
+
+int smk_encode_spawn(struct smk_buf *b, uint32_t id, const struct smk_spawn_args *args)
+{
+    if (args->argc > SMK_MAX_ARGS || args->envc > SMK_MAX_ENV || args->ngroups > SMK_MAX_GROUPS)
+        return -SMK_E2BIG;
+    struct frame f = begin(b, SMK_SPAWN, id);
+    put_u32(&f, args->flags);
+    put_strlist(&f, args->argv, args->argc);
+    put_strlist(&f, args->env, args->envc);
+    put_str(&f, args->cwd);
+    put_u32(&f, args->uid);
+    put_u32(&f, args->gid);
+    put_u32(&f, (uint32_t)args->ngroups);
+    for (size_t i = 0; i < args->ngroups; i++)
+        put_u32(&f, args->groups[i]);
+    put_u32(&f, args->rows);
+    put_u32(&f, args->cols);
+    put_u32(&f, args->window);
+    return finish(&f);
+}
+
+int smk_encode_spawn_reply(struct smk_buf *b, uint16_t type, uint32_t id, uint32_t proc,
+                           uint32_t pid)
+{
+    if (type != SMK_SPAWN_REPLY && type != SMK_ATTACH_REPLY)
+        return -SMK_EINVAL;
+    struct frame f = begin(b, type, id);
+    put_u32(&f, proc);
+    put_u32(&f, pid);
+    return finish(&f);
+}
+
+int smk_encode_proc(struct smk_buf *b, uint16_t type, uint32_t id, uint32_t proc, uint32_t a,
+                    uint32_t bv, const void *data, size_t len)
+{
+    struct frame f = begin(b, type, id);
+    put_u32(&f, proc);
+    switch (type) {
+    case SMK_STDIN:
+    case SMK_OUTPUT:
+        put_u32(&f, a);
+        put_bytes(&f, data, len);
+        break;
+    case SMK_ACK:
+    case SMK_ATTACH:
+        put_u32(&f, a);
+        break;
+    case SMK_SIGNAL:
+    case SMK_RESIZE:
+    case SMK_EXIT:
+        put_u32(&f, a);
+        put_u32(&f, bv);
+        break;
+    default:
+        if (!f.err)
+            f.err = -SMK_EINVAL;
+        break;
+    }
+    return finish(&f);
+}
+
+int smk_encode_set_time(struct smk_buf *b, uint32_t id, uint64_t unix_ns)
+{
+    struct frame f = begin(b, SMK_SET_TIME, id);
+    put_u64(&f, unix_ns);
+    return finish(&f);
+}
+
+int smk_encode_entropy(struct smk_buf *b, uint32_t id, uint32_t flags, const void *data,
+                       size_t len)
+{
+    struct frame f = begin(b, SMK_ENTROPY, id);
+    put_u32(&f, flags);
+    put_bytes(&f, data, len);
+    return finish(&f);
+}
+
+int smk_encode_link(struct smk_buf *b, uint32_t id, const char *ifname, uint32_t flags,
+                    uint32_t mtu)
+{
+    struct frame f = begin(b, SMK_LINK, id);
+    put_str(&f, ifname);
+    put_u32(&f, flags);
+    put_u32(&f, mtu);
+    return finish(&f);
+}
+
+int smk_encode_addr(struct smk_buf *b, uint32_t id, uint32_t op, const char *ifname,
+                    const char *cidr)
+{
+    struct frame f = begin(b, SMK_ADDR, id);
+    put_u32(&f, op);
+    put_str(&f, ifname);
+    put_str(&f, cidr);
+    return finish(&f);
+}
+
+int smk_encode_route(struct smk_buf *b, uint32_t id, uint32_t op, const char *dst,
+                     const char *gateway, const char *ifname, uint32_t metric)
+{
+    struct frame f = begin(b, SMK_ROUTE, id);
+    put_u32(&f, op);
+    put_str(&f, dst);
+    put_str(&f, gateway);
+    put_str(&f, ifname);
+    put_u32(&f, metric);
+    return finish(&f);
+}
+
+int smk_encode_dns(struct smk_buf *b, uint32_t id, const char *const *servers, size_t nservers,
+                   const char *const *search, size_t nsearch, const char *const *options,
+                   size_t noptions)
+{
+    if (nservers > SMK_MAX_LIST || nsearch > SMK_MAX_LIST || noptions > SMK_MAX_LIST)
+        return -SMK_E2BIG;
+    struct frame f = begin(b, SMK_DNS, id);
+    put_strlist(&f, servers, nservers);
+    put_strlist(&f, search, nsearch);
+    put_strlist(&f, options, noptions);
+    return finish(&f);
+}
+
+int smk_encode_hostname(struct smk_buf *b, uint32_t id, const char *name)
+{
+    struct frame f = begin(b, SMK_HOSTNAME, id);
+    put_str(&f, name);
+    return finish(&f);
+}
+
+int smk_encode_hosts(struct smk_buf *b, uint32_t id, const char *const *lines, size_t n)
+{
+    if (n > SMK_MAX_LIST)
+        return -SMK_E2BIG;
+    struct frame f = begin(b, SMK_HOSTS, id);
+    put_strlist(&f, lines, n);
     return finish(&f);
 }
 
