@@ -10,6 +10,8 @@
 
 #include <smkernel.h>
 
+#include "agent-cli.h"
+
 enum { EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
 static const char usage[] =
@@ -29,6 +31,8 @@ static const char usage[] =
     "  verify ASSET PATH            check that PATH holds exactly ASSET's bytes\n"
     "  path ASSET                   print ASSET's path in the per-user cache, filling it\n"
     "  cmdline                      print the kernel command line the kernel is tuned for\n"
+    "  agent --connect ADDR ping|exec|cp|shutdown ...\n"
+    "                               drive the guest agent (smkernel agent --help)\n"
     "  --version, --help\n"
     "\n"
     "ASSET is a name or file name from 'smkernel list'. Exit status: 0 success, 1 failure,\n"
@@ -238,6 +242,8 @@ int main(int argc, char **argv)
         return 0;
     }
     int r;
+    if (strcmp(cmd, "agent") == 0)
+        return smk_cli_agent(argc - 2, argv + 2);
     if (strcmp(cmd, "list") == 0)
         r = cmd_list(n, rest);
     else if (strcmp(cmd, "extract") == 0)
