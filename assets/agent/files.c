@@ -79,7 +79,8 @@ static int create_temp_at(int dirfd, char name[32])
  * (a FIFO) or have side effects (a device). Nothing is created. */
 static int write_in_place_at(int dirfd, const char *name, const void *data, size_t len)
 {
-    int fd = openat(dirfd, name, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    int fd =
+        openat(dirfd, name, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
         return -errno;
     struct stat st;
@@ -149,9 +150,10 @@ int smka_open_regular_at(int dirfd, const char *name)
     if (p < 0)
         return -errno;
     struct stat st;
-    int r = fstat(p, &st) < 0 ? -errno : S_ISREG(st.st_mode) ? 0
-                                       : S_ISDIR(st.st_mode)  ? -EISDIR
-                                                              : -EEXIST;
+    int r = fstat(p, &st) < 0     ? -errno
+            : S_ISREG(st.st_mode) ? 0
+            : S_ISDIR(st.st_mode) ? -EISDIR
+                                  : -EEXIST;
     if (r == 0) {
         char link[64];
         snprintf(link, sizeof(link), "/proc/self/fd/%d", p);
@@ -227,8 +229,8 @@ int smk_read_file(const char *path, uint8_t **data, size_t *len, int *truncated,
     int fd = open_for_read(path);
     if (fd < 0) {
         if (fd == -EEXIST) {
-            snprintf(why, why_len,
-                     "open %s: a symlink to a device, FIFO or socket is not followed", path);
+            snprintf(why, why_len, "open %s: a symlink to a device, FIFO or socket is not followed",
+                     path);
             return -ELOOP;
         }
         return fail(why, why_len, -fd, "open", path);

@@ -144,8 +144,7 @@ static int nl_talk(struct nl_req *q, nl_reply_fn on_reply, void *arg)
     for (int reads = 0; reads < 64; reads++) {
         struct sockaddr_nl from;
         socklen_t from_len = sizeof(from);
-        ssize_t n = recvfrom(fd, &buf, sizeof(buf), MSG_TRUNC, (struct sockaddr *)&from,
-                             &from_len);
+        ssize_t n = recvfrom(fd, &buf, sizeof(buf), MSG_TRUNC, (struct sockaddr *)&from, &from_len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
@@ -370,7 +369,9 @@ int smka_ip_parse(const char *text, int *family, uint8_t addr[16], unsigned *pre
     if (slash)
         *slash = '\0';
     uint8_t a[16] = {0};
-    int fam = inet_pton(AF_INET, buf, a) == 1 ? AF_INET : inet_pton(AF_INET6, buf, a) == 1 ? AF_INET6 : 0;
+    int fam = inet_pton(AF_INET, buf, a) == 1    ? AF_INET
+              : inet_pton(AF_INET6, buf, a) == 1 ? AF_INET6
+                                                 : 0;
     if (!fam)
         return -EINVAL;
     unsigned max = fam == AF_INET ? 32 : 128, len = max;
@@ -553,10 +554,10 @@ static int read_hosts(int etc, char **data, size_t *len, unsigned *mode)
     return 0;
 }
 
-/* Marks in listed[] each of names that a line of hosts gives for the
- * address a (alen bytes of family). */
-static void find_listed(char *hosts, size_t len, int family, const uint8_t *a, const char *const *names,
-                        size_t n_names, int *listed)
+/* Marks in listed[] each of names that a line of hosts (len bytes, with
+ * room for a NUL after them) gives for the address a of family. */
+static void find_listed(char *hosts, size_t len, int family, const uint8_t *a,
+                        const char *const *names, size_t n_names, int *listed)
 {
     for (char *line = hosts, *end; line < hosts + len; line = end + 1) {
         end = memchr(line, '\n', (size_t)(hosts + len - line));
@@ -608,7 +609,8 @@ int smka_hosts_add(const char *etc_dir, const char *ip, const char *const *names
     size_t len;
     unsigned mode;
     int r = read_hosts(etc, &old, &len, &mode);
-    char *scratch = r == 0 && len ? malloc(len) : NULL;
+    /* find_listed() cuts lines with NULs, up to one past the last byte. */
+    char *scratch = r == 0 && len ? malloc(len + 1) : NULL;
     if (r == 0 && len && !scratch)
         r = -ENOMEM;
     int listed[SMKA_HOSTS_MAX_NAMES] = {0};

@@ -245,8 +245,13 @@ START_TEST(resolv_conf_bad_entries_are_refused)
     const char *four[] = {"1.1.1.1", "1.0.0.1", "8.8.8.8", "8.8.4.4"};
     struct smka_dns d = {four, 4, NULL, 0, NULL, 0};
     ck_assert_int_eq(smka_dns_write(etc, &d), -E2BIG);
-    const char *bad_ns[] = {"1.2.3.4 evil", "1.2.3.4\nsearch evil", "dns.example", "1.2.3.4%eth0",
-                            "fe80::1%", "fe80::1%a b", ""};
+    const char *bad_ns[] = {"1.2.3.4 evil",
+                            "1.2.3.4\nsearch evil",
+                            "dns.example",
+                            "1.2.3.4%eth0",
+                            "fe80::1%",
+                            "fe80::1%a b",
+                            ""};
     for (size_t i = 0; i < sizeof(bad_ns) / sizeof(bad_ns[0]); i++) {
         struct smka_dns b = {&bad_ns[i], 1, NULL, 0, NULL, 0};
         ck_assert_msg(smka_dns_write(etc, &b) == -EINVAL, "accepted nameserver '%s'", bad_ns[i]);

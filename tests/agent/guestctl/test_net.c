@@ -345,8 +345,8 @@ START_TEST(ipv4_routes_with_gateway_default_and_on_link)
     struct in_addr a = v4("10.7.0.2");
     ck_assert_int_eq(smka_addr_add(LINK, AF_INET, &a, 24), 0);
 
-    struct smka_route r = {.family = AF_INET, .dst_len = 16, .has_gateway = 1, .ifname = LINK,
-                           .metric = 50};
+    struct smka_route r = {
+        .family = AF_INET, .dst_len = 16, .has_gateway = 1, .ifname = LINK, .metric = 50};
     memcpy(r.dst, (uint8_t[]){10, 8, 0, 0}, 4);
     memcpy(r.gateway, (uint8_t[]){10, 7, 0, 1}, 4);
     ck_assert_int_eq(smka_route_add(&r), 0);
@@ -393,8 +393,8 @@ START_TEST(ipv6_routes_with_gateway_and_default)
     struct in6_addr a = v6("2001:db8:7::2");
     ck_assert_int_eq(smka_addr_add(LINK, AF_INET6, &a, 64), 0);
 
-    struct smka_route r = {.family = AF_INET6, .dst_len = 48, .has_gateway = 1, .ifname = LINK,
-                           .metric = 77};
+    struct smka_route r = {
+        .family = AF_INET6, .dst_len = 48, .has_gateway = 1, .ifname = LINK, .metric = 77};
     struct in6_addr d = v6("2001:db8:8::"), g = v6("2001:db8:7::1");
     memcpy(r.dst, &d, 16);
     memcpy(r.gateway, &g, 16);
@@ -440,8 +440,15 @@ START_TEST(ip_parse_reads_address_and_prefix)
     ck_assert_uint_eq(a[15], 1);
     ck_assert_int_eq(smka_ip_parse("::", &fam, a, &len), 0);
     ck_assert_uint_eq(len, 128);
-    const char *bad[] = {"", "banana", "10.0.2.15/", "10.0.2.15/33", "10.0.2.15/2x",
-                         "10.0.2.15/0024", "2001:db8::/129", "10.0.2/8", "1.2.3.4 /8",
+    const char *bad[] = {"",
+                         "banana",
+                         "10.0.2.15/",
+                         "10.0.2.15/33",
+                         "10.0.2.15/2x",
+                         "10.0.2.15/0024",
+                         "2001:db8::/129",
+                         "10.0.2/8",
+                         "1.2.3.4 /8",
                          "2001:db8::1%eth0"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         ck_assert_msg(smka_ip_parse(bad[i], &fam, a, &len) == -EINVAL, "accepted '%s'", bad[i]);
