@@ -406,6 +406,14 @@ class Boot:
             self.step("exec uname -m", self.s_uname)
             self.step("vsock loopback", self.s_vsock)
             self.step("file write/read", self.s_file)
+            if self.a.drive:
+                v2 = V2Steps(self)
+                self.step("v2 ping during a 20 s command", v2.ping_during)
+                self.step("v2 stream 64 MiB", v2.stream)
+                self.step("v2 stdin 16 MiB", v2.stdin)
+                self.step("v2 pty", v2.pty)
+                self.step("v2 guest control", v2.control)
+                self.step("v1 request", v2.v1)
             if self.a.smpark:
                 self.step("smpark", self.s_smpark)
             self.step("shutdown", self.s_shutdown)
@@ -444,6 +452,98 @@ class Boot:
 
 
 SMPARK_SYSFS = "/sys/kernel/smpark"  # assets/smpark/README.md
+
+# Guest commands of the agent protocol-v2 steps: busybox on x86_64, tests/boot/agent-tool.c
+# where there is none (aarch64).
+V2_GUEST = {
+    "x86_64": {
+        "sleep20": ["sleep", "20"],
+        "zeros": lambda n: ["head", "-c", str(n), "/dev/zero"],
+        "sha256": ["sha256sum"],
+        "shell": ["sh", "-i"],
+        "size": "stty size",
+        "now": ["date", "+%s"],
+    },
+    "aarch64": {
+        "sleep20": ["/bin/agent-tool", "sleep", "20"],
+        "zeros": lambda n: ["/bin/agent-tool", "zeros", str(n)],
+        "sha256": ["/bin/agent-tool", "sha256"],
+        "shell": ["/bin/agent-tool", "shell"],
+        "size": "size",
+        "now": ["/bin/agent-tool", "now"],
+    },
+}
+STREAM_BYTES = 64 << 20
+STDIN_BYTES = 16 << 20
+AGENT_PEAK_KIB = 16 << 10   # the agent's connection process after the 64 MiB stream
+CLIENT_PEAK_KIB = 32 << 10  # agent-drive, the library client, after it
+
+
+class V2Steps:
+    """Protocol-v2 steps through the library's client (tests/boot/agent-drive.c), each a new
+    connection to the virtio-serial port."""
+
+    def __init__(self, boot):
+        self.b = boot
+        self.g = V2_GUEST[boot.a.arch]
+
+    def drive(self, args, timeout=120):
+        self.b.alive()
+        argv = [self.b.a.drive, f"unix:{self.b.sock}"] + args
+        if self.b.a.verbose:
+            print("  $ " + " ".join(shlex.quote(x) for x in argv), flush=True)
+        try:
+            p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise StepFailed(f"agent-drive {args[0]} did not return within {timeout} s")
+        if p.returncode != 0:
+            raise StepFailed(f"agent-drive {' '.join(args)}: " + Client.describe(p))
+        return p.stdout.decode(errors="replace"), parse_kv(p.stdout.decode(errors="replace"))
+
+    def ping_during(self):
+        out, kv = self.drive(["ping-during", "--"] + self.g["sleep20"])
+        if float(kv["ping_max_ms"]) > 2000 or kv["exit"] != "signal:15":
+            raise StepFailed(out.strip())
+        return (f"3 pings answered in at most {kv['ping_max_ms']} ms while a 20 s command ran "
+                f"(virtio-serial); SIGTERM reported as exit by signal 15")
+
+    def stream(self):
+        out, kv = self.drive(["stream", str(STREAM_BYTES), "--"] + self.g["zeros"](STREAM_BYTES),
+                             timeout=600)
+        agent, client = int(kv["agent_hwm_kib"]), int(kv["client_maxrss_kib"])
+        if int(kv["bytes"]) != STREAM_BYTES or agent > AGENT_PEAK_KIB or client > CLIENT_PEAK_KIB:
+            raise StepFailed(f"{out.strip()} (bounds: agent {AGENT_PEAK_KIB} KiB, client "
+                             f"{CLIENT_PEAK_KIB} KiB)")
+        return (f"{STREAM_BYTES >> 20} MiB streamed in {kv['seconds']} s ({kv['mib_per_s']} MiB/s); "
+                f"peak RSS: agent connection process {agent} KiB (bound {AGENT_PEAK_KIB}), "
+                f"client {client} KiB (bound {CLIENT_PEAK_KIB})")
+
+    def stdin(self):
+        data = random.randbytes(STDIN_BYTES)
+        path = os.path.join(self.b.dir, "stdin.bin")
+        with open(path, "wb") as f:
+            f.write(data)
+        out, kv = self.drive(["stdin", path, "--"] + self.g["sha256"], timeout=600)
+        import hashlib
+        want = hashlib.sha256(data).hexdigest()
+        got = kv.get("out", "")
+        if got != want:
+            raise StepFailed(f"guest sha256 {got!r}, host {want}")
+        return f"{STDIN_BYTES >> 20} MiB streamed to the guest's stdin in {kv['seconds']} s; sha256 equal ({want[:16]}...)"
+
+    def pty(self):
+        out, kv = self.drive(["pty", self.g["size"], "--"] + self.g["shell"])
+        return f"{' '.join(self.g['shell'])} on a pty: prompt, answer, '{self.g['size']}' 24 80, resized to 40x100 and seen, exit 3"
+
+    def control(self):
+        out, kv = self.drive(["control", "--"] + self.g["now"])
+        return ("clock set to 2030-01-01 and read back; entropy added and CRNG reseeded; lo: "
+                "10.123.0.2/24, fd00:123::2/64, route 10.124.0.0/16 and default via 10.123.0.1 "
+                "(seen in /proc/net); hostname, resolv.conf, hosts written and read back")
+
+    def v1(self):
+        out, kv = self.drive(["v1"])
+        return "a protocol-1 PING frame answered with a protocol-1 PING_REPLY"
 
 
 class BaselineBoot:
@@ -542,6 +642,8 @@ def main():
     ap.add_argument("--kernel", required=True)
     ap.add_argument("--initramfs", required=True)
     ap.add_argument("--client", required=True, help="the host-built supermachine-agent (client mode)")
+    ap.add_argument("--drive", help="tests/boot/agent-drive (the library's client): run the "
+                    "protocol-v2 steps")
     ap.add_argument("--cmdline-file", help="kernel command line (default: assets/kernel/cmdline-ARCH "
                     "if it exists, else a built-in one)")
     ap.add_argument("--append", default="", help="extra kernel command line")
