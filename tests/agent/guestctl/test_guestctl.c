@@ -156,7 +156,13 @@ START_TEST(entropy_is_added_and_the_crng_reseeded)
     ck_assert_int_eq(getrandom(seed, sizeof(seed), 0), (ssize_t)sizeof(seed));
     ck_assert_int_eq(smka_entropy_add(seed, sizeof(seed), 8 * sizeof(seed)), 0);
     ck_assert_int_eq(smka_entropy_add(seed, sizeof(seed), 0), 0);
-    ck_assert_int_eq(smka_entropy_add(NULL, 0, 0), 0); /* reseed only */
+}
+END_TEST
+
+START_TEST(crng_is_reseeded_alone)
+{
+    need_root();
+    ck_assert_int_eq(smka_entropy_add(NULL, 0, 0), 0);
 }
 END_TEST
 
@@ -185,6 +191,12 @@ START_TEST(entropy_needs_cap_sys_admin)
 {
     need_root();
     ck_assert_int_eq(as_nobody(add_entropy), -EPERM);
+}
+END_TEST
+
+START_TEST(reseed_needs_cap_sys_admin)
+{
+    need_root();
     ck_assert_int_eq(as_nobody(reseed), -EPERM);
 }
 END_TEST
@@ -510,9 +522,19 @@ int main(void)
     TCase *tc = tcase_create("clock and entropy");
     tcase_add_test(tc, clock_rejects_bad_times);
     tcase_add_test(tc, clock_needs_cap_sys_time);
-    tcase_add_test(tc, entropy_is_added_and_the_crng_reseeded);
     tcase_add_test(tc, entropy_rejects_bad_arguments);
-    tcase_add_test(tc, entropy_needs_cap_sys_admin);
+    tcase_add_test(tc, crng_is_reseeded_alone);
+    tcase_add_test(tc, reseed_needs_cap_sys_admin);
+    /* qemu-user has no translation for RNDADDENTROPY (its argument has a
+     * variable length): it answers ENOSYS. The aarch64 code is the same C;
+     * the boot tests run it in a real aarch64 guest. */
+    if (getenv("SMK_TEST_QEMU_USER"))
+        fprintf(stderr, "test-guestctl: under qemu-user: RNDADDENTROPY is tested in native "
+                        "builds only\n");
+    else {
+        tcase_add_test(tc, entropy_is_added_and_the_crng_reseeded);
+        tcase_add_test(tc, entropy_needs_cap_sys_admin);
+    }
     suite_add_tcase(s, tc);
 
     tc = tcase_create("etc files");
