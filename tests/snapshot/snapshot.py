@@ -260,6 +260,8 @@ class Test:
         vCPU; then stop, migrate to a file, quit. while_stopped() runs between the stop and
         the migration. Returns (seconds, bytes)."""
         if self.a.arch == "aarch64":
+            if vm.agent(["exec", "--", GUEST_TOOL, "cat", SMPARK + "/version"]).returncode != 0:
+                raise boot.StepFailed(f"refused: smpark is not loaded ({SMPARK} missing)")
             parked, cpus = self.smpark_state(vm)
             if parked != str(self.a.smp - 1):
                 raise boot.StepFailed(f"refused: {SMPARK}/parked is {parked!r}, want "
@@ -293,7 +295,6 @@ class Test:
 
     def s_park(self):
         src = self.src
-        src.guest(GUEST_TOOL, "insmod", boot.SMPARK_KO)
         t0 = time.monotonic()
         src.guest(GUEST_TOOL, "write", SMPARK + "/park", "1")
         dt = time.monotonic() - t0
@@ -455,6 +456,10 @@ class Test:
         try:
             self.step("boot source", self.boot_source)
             if self.a.arch == "aarch64":
+                self.step("capture without smpark", self.s_no_park)
+                self.step("smpark insmod", lambda: self.src.guest(GUEST_TOOL, "insmod", boot.SMPARK_KO)
+                          or f"{boot.SMPARK_KO} loaded, {SMPARK}/parked reads "
+                          f"{self.smpark_state(self.src)[0]}")
                 self.step("capture without parking", self.s_no_park)
                 self.step("smpark park", self.s_park)
             self.step("capture", self.s_capture)
