@@ -81,7 +81,13 @@ static int decode_all(const struct smk_buf *b, struct smk_msg *m)
 }
 
 /* One valid frame of each message type. */
-#define N_SAMPLES 11
+#define N_SAMPLES 34
+#define N_V1_SAMPLES 11
+static const uint32_t sample_groups[] = {10, 20, 65534};
+static const char *const sample_servers[] = {"10.0.2.3", "fd00::3"};
+static const char *const sample_search[] = {"smk.test"};
+static const char *const sample_options[] = {"ndots:2", "edns0"};
+static const char *const sample_hosts[] = {"10.0.2.9 db.smk.test db", "fd00::9 db6"};
 static const char *const sample_argv[] = {"/bin/sh", "-c", "echo \"$X\"", ""};
 static const char *const sample_env[] = {"X=1", "EMPTY=", "A=b=c"};
 static const uint8_t binary[] = {0, 1, 2, 0xff, 'S', 'M', 'K', 'A', 0};
@@ -132,8 +138,109 @@ static void encode_sample(int i, struct smk_buf *b, uint32_t id)
     case 10:
         r = smk_encode_error(b, id, 2, "open /nope: No such file or directory");
         break;
+    /* Version 2. */
+    case 11:
+        r = smk_encode_hello(b, id, 2);
+        break;
+    case 12:
+        r = smk_encode_hello_reply(b, id, 2, 32, 262144, "0.1.0");
+        break;
+    case 13: {
+        struct smk_spawn_args sa = {.argv = sample_argv, .argc = 4, .env = sample_env,
+                                    .envc = 3, .cwd = "/tmp", .flags = SMK_SPAWN_TTY | SMK_SPAWN_USER,
+                                    .uid = 1000, .gid = 1001, .groups = sample_groups,
+                                    .ngroups = 3, .rows = 24, .cols = 80, .window = 65536};
+        r = smk_encode_spawn(b, id, &sa);
+        break;
+    }
+    case 14:
+        r = smk_encode_spawn_reply(b, SMK_SPAWN_REPLY, id, 3, 4242);
+        break;
+    case 15:
+        r = smk_encode_proc(b, SMK_STDIN, id, 3, SMK_STDIN_CLOSE, 0, binary, sizeof(binary));
+        break;
+    case 16:
+        r = smk_encode_proc(b, SMK_ACK, id, 3, 65536, 0, NULL, 0);
+        break;
+    case 17:
+        r = smk_encode_proc(b, SMK_SIGNAL, id, 3, 15, SMK_SIGNAL_GROUP, NULL, 0);
+        break;
+    case 18:
+        r = smk_encode_proc(b, SMK_RESIZE, id, 3, 40, 100, NULL, 0);
+        break;
+    case 19:
+        r = smk_encode_proc(b, SMK_ATTACH, id, 3, 131072, 0, NULL, 0);
+        break;
+    case 20:
+        r = smk_encode_spawn_reply(b, SMK_ATTACH_REPLY, id, 3, 4242);
+        break;
+    case 21:
+        r = smk_encode_proc(b, SMK_OUTPUT, id, 3, 2, 0, binary, sizeof(binary));
+        break;
+    case 22:
+        r = smk_encode_proc(b, SMK_EXIT, id, 3, SMK_SIGNALED, 15, NULL, 0);
+        break;
+    case 23:
+        r = smk_encode_set_time(b, id, 1893456000000000000ull);
+        break;
+    case 24:
+        r = smk_encode_entropy(b, id, SMK_ENTROPY_CREDIT, binary, sizeof(binary));
+        break;
+    case 25:
+        r = smk_encode_link(b, id, "eth0", SMK_LINK_SET_STATE | SMK_LINK_UP | SMK_LINK_SET_MTU,
+                            1400);
+        break;
+    case 26:
+        r = smk_encode_addr(b, id, SMK_NET_ADD, "eth0", "fd00::2/64");
+        break;
+    case 27:
+        r = smk_encode_route(b, id, SMK_NET_DEL, "default", "10.0.2.2", "eth0", 100);
+        break;
+    case 28:
+        r = smk_encode_dns(b, id, sample_servers, 2, sample_search, 1, sample_options, 2);
+        break;
+    case 29:
+        r = smk_encode_hostname(b, id, "smk-guest");
+        break;
+    case 30:
+        r = smk_encode_hosts(b, id, sample_hosts, 2);
+        break;
+    case 31:
+        r = smk_encode_empty(b, SMK_STDIN_REPLY, id);
+        break;
+    case 32:
+        r = smk_encode_empty(b, SMK_CONTROL_REPLY, id);
+        break;
+    case 33:
+        r = smk_encode_read_file2(b, id, "/etc/passwd", SMK_READ_NOFOLLOW);
+        break;
     }
     ck_assert_int_eq(r, 0);
+}
+
+/* encode_sample() for a buffer where the encoder must refuse with code. */
+static void encode_sample_expect(int i, struct smk_buf *b, int code)
+{
+    struct smk_buf probe = {.version = 2};
+    encode_sample(i, &probe, 1);
+    /* Re-run the same encoder into b by sample index, checking its result. */
+    smk_buf_free(&probe);
+    switch (i) {
+    case 11:
+        ck_assert_int_eq(smk_encode_hello(b, 1, 2), code);
+        break;
+    case 16:
+        ck_assert_int_eq(smk_encode_proc(b, SMK_ACK, 1, 3, 1, 0, NULL, 0), code);
+        break;
+    case 23:
+        ck_assert_int_eq(smk_encode_set_time(b, 1, 1), code);
+        break;
+    case 29:
+        ck_assert_int_eq(smk_encode_hostname(b, 1, "x"), code);
+        break;
+    default:
+        break;
+    }
 }
 
 /* --- round trips ------------------------------------------------------- */
@@ -362,6 +469,184 @@ START_TEST(trailing_payload_bytes_are_ignored)
     ck_assert_int_eq(smk_decode(r.p, r.len, &m), (int)r.len);
     ck_assert_uint_eq(m.hdr.id, 5);
     free(r.p);
+    smk_buf_free(&b);
+}
+END_TEST
+
+/* --- version 2 ------------------------------------------------------------ */
+
+START_TEST(roundtrip_any_sample)
+{
+    struct smk_buf b = {0};
+    struct smk_msg m;
+    encode_sample(_i, &b, 31);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.hdr.id, 31);
+    ck_assert_uint_eq(m.hdr.version, SMK_PROTO_VERSION);
+    ck_assert_str_ne(smk_type_name(m.hdr.type), "?");
+    smk_buf_free(&b);
+}
+END_TEST
+
+START_TEST(roundtrip_v2_fields)
+{
+    struct smk_buf b = {0};
+    struct smk_msg m;
+    encode_sample(13, &b, 9);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.hdr.type, SMK_SPAWN);
+    ck_assert_uint_eq(m.u.exec.flags, SMK_SPAWN_TTY | SMK_SPAWN_USER);
+    ck_assert_uint_eq(m.u.exec.argv.count, 4);
+    ck_assert_uint_eq(m.u.exec.env.count, 3);
+    ck_assert(str_eq(m.u.exec.cwd, "/tmp"));
+    ck_assert_uint_eq(m.u.exec.uid, 1000);
+    ck_assert_uint_eq(m.u.exec.gid, 1001);
+    ck_assert_uint_eq(m.u.exec.groups.count, 3);
+    ck_assert_uint_eq(smk_u32list_get(&m.u.exec.groups, 2), 65534);
+    ck_assert_uint_eq(smk_u32list_get(&m.u.exec.groups, 3), 0);
+    ck_assert_uint_eq(m.u.exec.rows, 24);
+    ck_assert_uint_eq(m.u.exec.cols, 80);
+    ck_assert_uint_eq(m.u.exec.window, 65536);
+    smk_buf_free(&b);
+
+    encode_sample(12, &b, 9);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.u.hello_reply.version, 2);
+    ck_assert_uint_eq(m.u.hello_reply.max_procs, 32);
+    ck_assert_uint_eq(m.u.hello_reply.window, 262144);
+    ck_assert(str_eq(m.u.hello_reply.agent, "0.1.0"));
+    smk_buf_free(&b);
+
+    encode_sample(21, &b, 9);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.hdr.type, SMK_OUTPUT);
+    ck_assert_uint_eq(m.u.proc.proc, 3);
+    ck_assert_uint_eq(m.u.proc.a, 2);
+    ck_assert(bytes_eq(m.u.proc.data, binary, sizeof(binary)));
+    smk_buf_free(&b);
+
+    encode_sample(22, &b, 9);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.u.proc.a, SMK_SIGNALED);
+    ck_assert_uint_eq(m.u.proc.b, 15);
+    smk_buf_free(&b);
+
+    encode_sample(23, &b, 9);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.u.set_time.unix_ns, 1893456000000000000ull);
+    smk_buf_free(&b);
+
+    encode_sample(27, &b, 9);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.u.route.op, SMK_NET_DEL);
+    ck_assert(str_eq(m.u.route.dst, "default"));
+    ck_assert(str_eq(m.u.route.gateway, "10.0.2.2"));
+    ck_assert(str_eq(m.u.route.ifname, "eth0"));
+    ck_assert_uint_eq(m.u.route.metric, 100);
+    smk_buf_free(&b);
+
+    encode_sample(28, &b, 9);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.u.dns.servers.count, 2);
+    ck_assert_uint_eq(m.u.dns.search.count, 1);
+    ck_assert_uint_eq(m.u.dns.options.count, 2);
+    smk_buf_free(&b);
+
+    encode_sample(33, &b, 9);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.u.read_file.flags, SMK_READ_NOFOLLOW);
+    smk_buf_free(&b);
+    /* Without the appended field (a version-1 READ_FILE) the flags are 0. */
+    encode_sample(6, &b, 9);
+    ck_assert_int_eq(decode_all(&b, &m), (int)b.len);
+    ck_assert_uint_eq(m.u.read_file.flags, 0);
+    smk_buf_free(&b);
+}
+END_TEST
+
+/* Every version-2 message is refused in a version-1 frame (a v1 peer never sends one). */
+START_TEST(v2_messages_need_a_v2_frame)
+{
+    for (int i = N_V1_SAMPLES; i < N_SAMPLES; i++) {
+        struct smk_buf b = {0};
+        encode_sample(i, &b, 5);
+        struct smk_msg m;
+        if (i == 33) { /* READ_FILE is a version-1 message */
+            smk_buf_free(&b);
+            continue;
+        }
+        b.data[4] = 1;
+        ck_assert_int_eq(smk_decode(b.data, b.len, &m), -SMK_ENOSYS);
+        ck_assert_uint_eq(m.frame_len, b.len);
+        smk_buf_free(&b);
+        b.version = 1;
+        encode_sample_expect(i, &b, -SMK_ENOSYS);
+        ck_assert_uint_eq(b.len, 0);
+        smk_buf_free(&b);
+    }
+}
+END_TEST
+
+START_TEST(v2_limits)
+{
+    struct smk_buf b = {0};
+    uint32_t groups[SMK_MAX_GROUPS + 1] = {0};
+    const char *argv[] = {"x"};
+    struct smk_spawn_args sa = {.argv = argv, .argc = 1, .groups = groups,
+                                .ngroups = SMK_MAX_GROUPS};
+    ck_assert_int_eq(smk_encode_spawn(&b, 1, &sa), 0);
+    sa.ngroups++;
+    ck_assert_int_eq(smk_encode_spawn(&b, 1, &sa), -SMK_E2BIG);
+    sa.ngroups = 0;
+    sa.window = SMK_MAX_WINDOW;
+    ck_assert_int_eq(smk_encode_spawn(&b, 1, &sa), 0);
+    sa.window++;
+    ck_assert_int_eq(smk_encode_spawn(&b, 1, &sa), -SMK_EINVAL);
+    sa.window = 0;
+    sa.rows = 65536;
+    ck_assert_int_eq(smk_encode_spawn(&b, 1, &sa), -SMK_EINVAL);
+    sa.rows = 0;
+    sa.argc = 0;
+    ck_assert_int_eq(smk_encode_spawn(&b, 1, &sa), -SMK_EINVAL);
+    ck_assert_int_eq(smk_encode_proc(&b, SMK_SIGNAL, 1, 1, 0, 0, NULL, 0), -SMK_EINVAL);
+    ck_assert_int_eq(smk_encode_proc(&b, SMK_SIGNAL, 1, 1, 65, 0, NULL, 0), -SMK_EINVAL);
+    ck_assert_int_eq(smk_encode_proc(&b, SMK_SIGNAL, 1, 1, 64, 0, NULL, 0), 0);
+    ck_assert_int_eq(smk_encode_proc(&b, SMK_RESIZE, 1, 1, 65536, 1, NULL, 0), -SMK_EINVAL);
+    ck_assert_int_eq(smk_encode_proc(&b, SMK_ACK, 1, 1, SMK_MAX_WINDOW + 1, 0, NULL, 0),
+                     -SMK_EINVAL);
+    ck_assert_int_eq(smk_encode_proc(&b, SMK_OUTPUT, 1, 1, 3, 0, NULL, 0), -SMK_EPROTO);
+    ck_assert_int_eq(smk_encode_proc(&b, SMK_EXIT, 1, 1, 2, 0, NULL, 0), -SMK_EPROTO);
+    ck_assert_int_eq(smk_encode_proc(&b, SMK_PING, 1, 1, 0, 0, NULL, 0), -SMK_EINVAL);
+    uint8_t *big = calloc(1, SMK_MAX_CHUNK + 1);
+    ck_assert_int_eq(smk_encode_proc(&b, SMK_OUTPUT, 1, 1, 1, 0, big, SMK_MAX_CHUNK), 0);
+    ck_assert_int_eq(smk_encode_proc(&b, SMK_OUTPUT, 1, 1, 1, 0, big, SMK_MAX_CHUNK + 1),
+                     -SMK_EMSGSIZE);
+    ck_assert_int_eq(smk_encode_entropy(&b, 1, 0, big, SMK_MAX_ENTROPY), 0);
+    ck_assert_int_eq(smk_encode_entropy(&b, 1, 0, big, SMK_MAX_ENTROPY + 1), -SMK_EMSGSIZE);
+    free(big);
+    ck_assert_int_eq(smk_encode_link(&b, 1, "123456789012345", 0, 0), 0);
+    ck_assert_int_eq(smk_encode_link(&b, 1, "1234567890123456", 0, 0), -SMK_ENAMETOOLONG);
+    ck_assert_int_eq(smk_encode_link(&b, 1, "", 0, 0), -SMK_EINVAL);
+    ck_assert_int_eq(smk_encode_link(&b, 1, "e/0", 0, 0), -SMK_EINVAL);
+    ck_assert_int_eq(smk_encode_addr(&b, 1, 2, "eth0", "10.0.0.1/8"), -SMK_EINVAL);
+    ck_assert_int_eq(smk_encode_addr(&b, 1, 0, "eth0", "10.0.0.1 /8"), -SMK_EINVAL);
+    ck_assert_int_eq(smk_encode_route(&b, 1, 0, "default", "", "", 0), 0);
+    ck_assert_int_eq(smk_encode_route(&b, 1, 0, "", "", "", 0), -SMK_EINVAL);
+    char host[66];
+    memset(host, 'h', 65);
+    host[65] = '\0';
+    ck_assert_int_eq(smk_encode_hostname(&b, 1, host), -SMK_ENAMETOOLONG);
+    host[64] = '\0';
+    ck_assert_int_eq(smk_encode_hostname(&b, 1, host), 0);
+    const char *many[SMK_MAX_LIST + 1];
+    for (size_t i = 0; i <= SMK_MAX_LIST; i++)
+        many[i] = "10.0.0.1 x";
+    ck_assert_int_eq(smk_encode_hosts(&b, 1, many, SMK_MAX_LIST), 0);
+    ck_assert_int_eq(smk_encode_hosts(&b, 1, many, SMK_MAX_LIST + 1), -SMK_E2BIG);
+    ck_assert_int_eq(smk_encode_dns(&b, 1, many, SMK_MAX_LIST + 1, NULL, 0, NULL, 0), -SMK_E2BIG);
+    const char *nl[] = {"a\nb"};
+    ck_assert_int_eq(smk_encode_dns(&b, 1, nl, 1, NULL, 0, NULL, 0), -SMK_EINVAL);
+    ck_assert_int_eq(smk_encode_hello(&b, 1, 0), -SMK_EINVAL);
     smk_buf_free(&b);
 }
 END_TEST
@@ -820,8 +1105,8 @@ START_TEST(stream_reassembles_every_type_in_any_chunking)
     for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
         struct smk_stream s;
         smk_stream_init(&s, 0);
-        int64_t ev[32];
-        int n = feed(&s, b.data, b.len, chunks[c], ev, 32);
+        int64_t ev[N_SAMPLES];
+        int n = feed(&s, b.data, b.len, chunks[c], ev, N_SAMPLES);
         ck_assert_int_eq(n, N_SAMPLES);
         for (int i = 0; i < N_SAMPLES; i++)
             ck_assert_int_eq(ev[i], i + 1);
@@ -1153,6 +1438,10 @@ static Suite *proto_suite(void)
     tcase_add_test(tc, error_message_is_cut_at_the_limit);
     tcase_add_test(tc, frames_concatenate);
     tcase_add_loop_test(tc, trailing_payload_bytes_are_ignored, 0, N_SAMPLES);
+    tcase_add_test(tc, roundtrip_v2_fields);
+    tcase_add_test(tc, v2_messages_need_a_v2_frame);
+    tcase_add_test(tc, v2_limits);
+    tcase_add_loop_test(tc, roundtrip_any_sample, 0, N_SAMPLES);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("bad frames");
@@ -1165,6 +1454,7 @@ static Suite *proto_suite(void)
     tcase_add_loop_test(tc, short_payload_is_malformed, 1, 5);
     tcase_add_loop_test(tc, short_payload_is_malformed, 6, 9);
     tcase_add_loop_test(tc, short_payload_is_malformed, 10, 11);
+    tcase_add_loop_test(tc, short_payload_is_malformed, 11, 31);
     tcase_add_test(tc, field_running_past_the_payload);
     tcase_add_test(tc, nul_inside_a_string);
     suite_add_tcase(s, tc);
