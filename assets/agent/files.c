@@ -141,6 +141,20 @@ int smka_replace_file_at(int dirfd, const char *name, unsigned mode, const void 
     return 0;
 }
 
+/* Opens name again and checks it is still the inode st describes. */
+static int reopen_same(int dirfd, const char *name, const struct stat *st)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return -errno;
+    struct stat now;
+    if (fstat(fd, &now) < 0 || now.st_dev != st->st_dev || now.st_ino != st->st_ino) {
+        close(fd);
+        return -EAGAIN; /* replaced under us */
+    }
+    return fd;
+}
+
 int smka_open_regular_at(int dirfd, const char *name)
 {
     /* O_PATH resolves the name without opening what it names (no device
@@ -158,8 +172,11 @@ int smka_open_regular_at(int dirfd, const char *name)
         char link[64];
         snprintf(link, sizeof(link), "/proc/self/fd/%d", p);
         r = open(link, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        /* The descriptor holds the inode, so ENOENT means no /proc: open
+         * by name (non-blocking, so a FIFO swapped in cannot stall it) and
+         * make sure it is the file that was checked. */
         if (r < 0)
-            r = -errno;
+            r = errno == ENOENT ? reopen_same(dirfd, name, &st) : -errno;
     }
     close(p);
     return r;

@@ -497,15 +497,22 @@ int smka_hostname_set(const char *etc_dir, const char *name)
 {
     if (!valid_token(name, 64, "-.") || name[0] == '-' || name[0] == '.')
         return -EINVAL;
-    char line[66];
+    char line[66], old[65] = "";
     int n = snprintf(line, sizeof(line), "%s\n", name);
     int etc = open_etc(etc_dir);
     if (etc < 0)
         return etc;
-    int r = smka_replace_file_at(etc, "hostname", 0644, line, (size_t)n);
-    close(etc);
+    /* The kernel first: it is what needs the privilege, and it can be put
+     * back, where a replaced file could not. */
+    int r = gethostname(old, sizeof(old) - 1) < 0 ? -errno : 0;
     if (r == 0 && sethostname(name, strlen(name)) < 0)
         r = -errno;
+    if (r == 0) {
+        r = smka_replace_file_at(etc, "hostname", 0644, line, (size_t)n);
+        if (r < 0)
+            sethostname(old, strlen(old)); /* the file's error is the answer */
+    }
+    close(etc);
     return r;
 }
 

@@ -130,10 +130,10 @@ struct smka_dns {
 int smka_dns_write(const char *etc_dir, const struct smka_dns *dns);
 
 /*
- * Sets the host name: writes etc_dir/hostname, then sethostname(2). The file
- * is written so that a program that reads it (an init the workload starts,
- * hostname -F) agrees with the kernel; it is written first so that on a
- * failure neither has changed.
+ * Sets the host name: sethostname(2), then etc_dir/hostname. The file is
+ * written so that a program that reads it (an init the workload starts,
+ * hostname -F) agrees with the kernel. On a failure neither has changed (the
+ * kernel's name is put back if the file cannot be written).
  * -EINVAL: empty, over 64 bytes, or other than letters, digits, '-' and '.'
  * (and not starting with '-' or '.'); -EPERM: no CAP_SYS_ADMIN.
  */
@@ -173,7 +173,9 @@ int smka_replace_file_at(int dirfd, const char *name, unsigned mode, const void 
 /*
  * Opens dirfd/name for reading, following symlinks, if what it names is a
  * regular file, without ever opening anything else: -EISDIR for a
- * directory, -EEXIST for a device node, FIFO or socket. Needs /proc.
+ * directory, -EEXIST for a device node, FIFO or socket. The file checked is
+ * the file opened (through /proc/self/fd; without /proc it is opened by name
+ * again and compared: -EAGAIN if it was replaced meanwhile).
  * Returns the descriptor (O_RDONLY | O_NONBLOCK | O_CLOEXEC).
  */
 int smka_open_regular_at(int dirfd, const char *name);

@@ -383,6 +383,33 @@ START_TEST(hostname_rejects_bad_names_changing_nothing)
 }
 END_TEST
 
+static int set_hostname_as_nobody(void)
+{
+    return smka_hostname_set(etc, "nobody-was-here");
+}
+
+START_TEST(hostname_failures_change_neither_kernel_nor_file)
+{
+    need_root();
+    ck_assert_int_eq(unshare(CLONE_NEWUTS | CLONE_NEWNS), 0);
+    ck_assert_int_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
+    ck_assert_int_eq(smka_hostname_set(etc, "before"), 0);
+    ck_assert_int_eq(chmod(dir, 0755), 0); /* mkdtemp's 0700 would stop nobody first */
+    ck_assert_int_eq(as_nobody(set_hostname_as_nobody), -EPERM);
+    ck_assert_str_eq(slurp(path(etc, "hostname")), "before\n");
+
+    /* A read-only etc: the kernel's name is put back. */
+    ck_assert_int_eq(mount(etc, etc, NULL, MS_BIND, NULL), 0);
+    ck_assert_int_eq(mount(NULL, etc, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL), 0);
+    ck_assert_int_eq(smka_hostname_set(etc, "after"), -EROFS);
+    struct utsname u;
+    ck_assert_int_eq(uname(&u), 0);
+    ck_assert_str_eq(u.nodename, "before");
+    ck_assert_str_eq(slurp(path(etc, "hostname")), "before\n");
+    ck_assert_int_eq(umount(etc), 0);
+}
+END_TEST
+
 /* --- /etc/hosts ------------------------------------------------------------ */
 
 static const char base_hosts[] = "127.0.0.1\tlocalhost\n"
@@ -461,6 +488,25 @@ START_TEST(hosts_symlink_is_read_through_and_replaced)
     ck_assert_int_eq(mkfifo(path(outside, "fifo"), 0644), 0);
     ck_assert_int_eq(symlink("../outside/fifo", path(etc, "hosts")), 0);
     ck_assert_int_eq(smka_hosts_add(etc, "10.0.0.5", (const char *[]){"web"}, 1), -EEXIST);
+}
+END_TEST
+
+/* Without /proc the link's file is opened by name and checked to be the
+ * same: the contents are still carried over, never lost. */
+START_TEST(hosts_symlink_without_proc)
+{
+    need_root();
+    ck_assert_int_eq(unshare(CLONE_NEWNS), 0);
+    ck_assert_int_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
+    ck_assert_int_eq(mount("tmpfs", "/proc", "tmpfs", 0, NULL), 0);
+    ck_assert_int_ne(access("/proc/self", F_OK), 0);
+    spit(path(outside, "hosts"), "127.0.0.1 localhost\n");
+    ck_assert_int_eq(symlink("../outside/hosts", path(etc, "hosts")), 0);
+    ck_assert_int_eq(smka_hosts_add(etc, "10.0.0.5", (const char *[]){"web"}, 1), 0);
+    ck_assert(is_regular(path(etc, "hosts")));
+    ck_assert_str_eq(slurp(path(etc, "hosts")), "127.0.0.1 localhost\n10.0.0.5\tweb\n");
+    ck_assert_str_eq(slurp(path(outside, "hosts")), "127.0.0.1 localhost\n");
+    ck_assert_int_eq(umount("/proc"), 0);
 }
 END_TEST
 
@@ -547,9 +593,11 @@ int main(void)
     tcase_add_test(tc, real_etc_in_a_mount_namespace);
     tcase_add_test(tc, hostname_sets_kernel_and_file);
     tcase_add_test(tc, hostname_rejects_bad_names_changing_nothing);
+    tcase_add_test(tc, hostname_failures_change_neither_kernel_nor_file);
     tcase_add_test(tc, hosts_entries_are_added_once);
     tcase_add_test(tc, hosts_missing_or_unterminated);
     tcase_add_test(tc, hosts_symlink_is_read_through_and_replaced);
+    tcase_add_test(tc, hosts_symlink_without_proc);
     tcase_add_test(tc, hosts_bad_input_is_refused);
     tcase_add_test(tc, hosts_concurrent_adds_lose_nothing);
     suite_add_tcase(s, tc);
