@@ -366,8 +366,11 @@ static void handle_stdin(struct conn *c, const struct smk_msg *m)
 static void handle_ack(struct conn *c, const struct smk_msg *m)
 {
     struct proc *p = proc_arg(c, m);
-    if (p && p->credit + m->u.proc.a <= 2ull * SMK_MAX_WINDOW)
+    if (p) {
         p->credit += m->u.proc.a;
+        if (p->credit > 2ull * SMK_MAX_WINDOW)
+            p->credit = 2ull * SMK_MAX_WINDOW;
+    }
 }
 
 static void handle_signal(struct conn *c, const struct smk_msg *m)
