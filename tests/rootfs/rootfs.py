@@ -250,6 +250,11 @@ def second_stage_in_guest(a, foreign, tree, work):
     raw second disk."""
     img = os.path.join(work, "stage1.ext4")
     out = os.path.join(work, "stage2.tar")
+    # The first stage leaves /proc as a symlink to the host's /proc; the
+    # guest's init mounts its own there.
+    proc = os.path.join(foreign, "proc")
+    if os.path.islink(proc):
+        run(as_root(["sh", "-c", f"rm {shlex.quote(proc)} && mkdir -m 0555 {shlex.quote(proc)}"]))
     mkfs_ext4(foreign, img, "smk-stage1", None)
     with open(out, "wb") as f:
         f.truncate(1536 << 20)
