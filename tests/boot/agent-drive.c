@@ -13,6 +13,8 @@
  *                                                its answer, SIZECMD, resize to 40x100, SIZECMD
  *   agent-drive ADDR control -- NOWARGV...       set the clock and read it back with NOWARGV,
  *                                                reseed, configure lo, host name, DNS, hosts
+ *   agent-drive ADDR detach -- ARGV...           spawn ARGV, print its proc id, hang up
+ *   agent-drive ADDR attach PROC                 take PROC over, print its output and exit
  *   agent-drive ADDR v1                          a protocol-1 PING frame, answered in v1
  *   agent-drive ADDR bench N                     N pings and N "true" spawns: latencies
  *
@@ -332,6 +334,33 @@ static int v1(const char *addr)
     die("no reply to the version-1 PING");
 }
 
+static int detach(char **argv, int argc)
+{
+    uint32_t pid;
+    uint32_t proc = spawn(argv, argc, 0, &pid);
+    printf("proc=%u pid=%u\n", proc, pid);
+    return 0;
+}
+
+static int attach(uint32_t proc)
+{
+    uint32_t pid;
+    check(smk_agent_attach(ag, proc, &pid, T), "attach");
+    char out[4096];
+    size_t len = 0;
+    for (;;) {
+        struct smk_agent_event ev;
+        check(smk_agent_next_event(ag, &ev, T), "next_event");
+        if (ev.type == SMK_AGENT_EXIT) {
+            printf("pid=%u exit=%d:%d\nout=%.*s\n", pid, ev.status, ev.code, (int)len, out);
+            return ev.status == SMK_AGENT_EXITED && ev.code == 0 ? 0 : 1;
+        }
+        size_t n = ev.len < sizeof(out) - len ? ev.len : sizeof(out) - len;
+        memcpy(out + len, ev.data, n);
+        len += n;
+    }
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -403,6 +432,10 @@ int main(int argc, char **argv)
         r = pty(argv[3], cmd, ncmd);
     else if (strcmp(what, "control") == 0 && ncmd > 0)
         r = control(cmd, ncmd);
+    else if (strcmp(what, "detach") == 0 && ncmd > 0)
+        r = detach(cmd, ncmd);
+    else if (strcmp(what, "attach") == 0 && argc == 4)
+        r = attach((uint32_t)strtoul(argv[3], NULL, 10));
     else if (strcmp(what, "bench") == 0 && argc == 4)
         r = bench(atoi(argv[3]) > 0 ? atoi(argv[3]) : 1);
     else

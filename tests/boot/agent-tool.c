@@ -6,6 +6,7 @@
  *   sha256       SHA-256 of stdin, printed as sha256sum does ("HEX  -")
  *   sleep SEC    (fractions allowed)
  *   now          CLOCK_REALTIME in seconds
+ *   late-echo SEC TEXT   sleep SEC seconds, then print TEXT
  *   shell        a line-oriented stand-in for "sh -i" on a terminal: prints the prompt
  *                $PS1 (default "smk$ "), answers "size" with the terminal's "ROWS COLS"
  *                (TIOCGWINSZ, what stty size prints), "echo WORDS" with WORDS, and ends on
@@ -189,6 +190,13 @@ int main(int argc, char **argv)
             ;
         return 0;
     }
+    if (strcmp(cmd, "late-echo") == 0 && argc == 4) {
+        struct timespec ts = {atoi(argv[2]), 0};
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+            ;
+        printf("%s\n", argv[3]);
+        return 0;
+    }
     if (strcmp(cmd, "now") == 0) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -197,6 +205,6 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "shell") == 0)
         return shell();
-    fprintf(stderr, "usage: agent-tool zeros N | sha256 | sleep SEC | now | shell\n");
+    fprintf(stderr, "usage: agent-tool zeros N | sha256 | sleep SEC | now | late-echo SEC TEXT | shell\n");
     return 2;
 }

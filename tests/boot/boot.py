@@ -413,6 +413,7 @@ class Boot:
                 self.step("v2 stdin 16 MiB", v2.stdin)
                 self.step("v2 pty", v2.pty)
                 self.step("v2 guest control", v2.control)
+                self.step("v2 attach after reconnect", v2.attach)
                 self.step("v1 request", v2.v1)
             if self.a.smpark:
                 self.step("smpark", self.s_smpark)
@@ -463,6 +464,7 @@ V2_GUEST = {
         "shell": ["sh", "-i"],
         "size": "stty size",
         "now": ["date", "+%s"],
+        "late_echo": ["sh", "-c", "sleep 3; echo late-output"],
     },
     "aarch64": {
         "sleep20": ["/bin/agent-tool", "sleep", "20"],
@@ -471,6 +473,7 @@ V2_GUEST = {
         "shell": ["/bin/agent-tool", "shell"],
         "size": "size",
         "now": ["/bin/agent-tool", "now"],
+        "late_echo": ["/bin/agent-tool", "late-echo", "3", "late-output"],
     },
 }
 STREAM_BYTES = 64 << 20
@@ -540,6 +543,15 @@ class V2Steps:
         return ("clock set to 2030-01-01 and read back; entropy added and CRNG reseeded; lo: "
                 "10.123.0.2/24, fd00:123::2/64, route 10.124.0.0/16 and default via 10.123.0.1 "
                 "(seen in /proc/net); hostname, resolv.conf, hosts written and read back")
+
+    def attach(self):
+        out, kv = self.drive(["detach", "--"] + self.g["late_echo"])
+        proc = kv["proc"]
+        out, kv = self.drive(["attach", proc])
+        if kv.get("out") != "late-output":
+            raise StepFailed(f"attached to process {proc}, got {out.strip()!r}")
+        return (f"process {proc} spawned by one client, taken over by the next (ATTACH): its "
+                f"later output and exit 0 arrived")
 
     def v1(self):
         out, kv = self.drive(["v1"])
