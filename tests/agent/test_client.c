@@ -456,6 +456,79 @@ START_TEST(guest_control_is_refused_in_test_mode)
 }
 END_TEST
 
+/* A stand-in for Firecracker's hybrid vsock socket: answers "CONNECT PORT\n" with "OK N\n",
+ * then relays to the agent's socket. Serves one connection. */
+static pid_t hybrid_proxy(const char *path, const char *agent_path)
+{
+    int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    ck_assert_uint_lt(strlen(path), sizeof(un.sun_path));
+    memcpy(un.sun_path, path, strlen(path) + 1);
+    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&un, sizeof(un)), 0);
+    ck_assert_int_eq(listen(lfd, 1), 0);
+    pid_t pid = fork();
+    if (pid != 0) {
+        close(lfd);
+        return pid;
+    }
+    int c = accept(lfd, NULL, NULL);
+    char line[64];
+    size_t n = 0;
+    while (n + 1 < sizeof(line) && read(c, line + n, 1) == 1 && line[n] != '\n')
+        n++;
+    line[n] = '\0';
+    if (strcmp(line, "CONNECT 5000") != 0) {
+        close(c); /* what Firecracker does for a port nothing listens on */
+        _exit(0);
+    }
+    int a = socket(AF_UNIX, SOCK_STREAM, 0);
+    size_t alen = strlen(agent_path);
+    if (alen >= sizeof(un.sun_path))
+        _exit(1);
+    memcpy(un.sun_path, agent_path, alen + 1);
+    if (connect(a, (struct sockaddr *)&un, sizeof(un)) < 0)
+        _exit(1);
+    if (write(c, "OK 1073741824\n", 14) != 14)
+        _exit(1);
+    for (;;) {
+        struct pollfd pf[2] = {{.fd = c, .events = POLLIN}, {.fd = a, .events = POLLIN}};
+        if (poll(pf, 2, -1) < 0)
+            _exit(1);
+        for (int i = 0; i < 2; i++) {
+            if (!pf[i].revents)
+                continue;
+            char buf[65536];
+            ssize_t k = read(pf[i].fd, buf, sizeof(buf));
+            if (k <= 0 || write(pf[i ? 0 : 1].fd, buf, (size_t)k) != k)
+                _exit(0);
+        }
+    }
+}
+
+START_TEST(hybrid_vsock_handshake)
+{
+    char hv[160], addr2[200];
+    snprintf(hv, sizeof(hv), "%s/hv.sock", dir);
+    pid_t proxy = hybrid_proxy(hv, sock);
+    snprintf(addr2, sizeof(addr2), "hvsock:%s:5000", hv);
+    struct smk_agent *a = NULL;
+    ck_assert_int_eq(smk_agent_connect(addr2, 10000, &a), 0);
+    ck_assert_int_eq(smk_agent_proto(a), 2);
+    struct smk_agent_info info;
+    ck_assert_int_eq(smk_agent_ping(a, &info, 5000), 0);
+    smk_agent_close(a);
+    waitpid(proxy, NULL, 0);
+    unlink(hv);
+    /* A port nothing listens on: the VMM hangs up instead of answering OK. */
+    proxy = hybrid_proxy(hv, sock);
+    a = NULL;
+    ck_assert_int_eq(smk_agent_connect_hvsock(hv, 5001, 10000, &a), -ECONNREFUSED);
+    ck_assert_ptr_null(a);
+    waitpid(proxy, NULL, 0);
+    unlink(hv);
+}
+END_TEST
+
 START_TEST(bad_addresses_are_einval)
 {
     struct smk_agent *a = NULL;
@@ -493,6 +566,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, batch_exec_reports_truncation);
     tcase_add_test(tc, guest_control_is_refused_in_test_mode);
     tcase_add_test(tc, bad_addresses_are_einval);
+    tcase_add_test(tc, hybrid_vsock_handshake);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_ENV);
