@@ -240,23 +240,15 @@ static int open_for_read(const char *path)
     return smka_open_regular_at(AT_FDCWD, path);
 }
 
-int smk_read_file(const char *path, uint8_t **data, size_t *len, int *truncated, char *why,
-                  size_t why_len)
+int smka_read_fd(int fd, size_t max, uint8_t **data, size_t *len, int *truncated)
 {
-    int fd = open_for_read(path);
-    if (fd < 0) {
-        if (fd == -EEXIST) {
-            snprintf(why, why_len, "open %s: a symlink to a device, FIFO or socket is not followed",
-                     path);
-            return -ELOOP;
-        }
-        return fail(why, why_len, -fd, "open", path);
-    }
     /* One byte past the cap tells a file of exactly the cap from a longer one. */
-    size_t limit = (size_t)SMK_MAX_DATA + 1, cap = 65536, n = 0;
+    size_t limit = max + 1, cap = 65536, n = 0;
     struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
-        cap = (size_t)st.st_size + 1 < limit ? (size_t)st.st_size + 1 : limit;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 0)
+        cap = (size_t)st.st_size + 1;
+    if (cap > limit)
+        cap = limit;
     uint8_t *buf = malloc(cap);
     int err = buf ? 0 : ENOMEM;
     while (!err && n < limit) {
@@ -273,6 +265,8 @@ int smk_read_file(const char *path, uint8_t **data, size_t *len, int *truncated,
         ssize_t r = read(fd, buf + n, cap - n);
         if (r < 0 && errno == EINTR)
             continue;
+        /* A non-blocking source with nothing more right now (/dev/kmsg, a
+         * FIFO) ends the read. */
         if (r < 0 && errno == EAGAIN)
             break;
         if (r < 0)
@@ -282,13 +276,29 @@ int smk_read_file(const char *path, uint8_t **data, size_t *len, int *truncated,
         else
             n += (size_t)r;
     }
-    close(fd);
     if (err) {
         free(buf);
-        return fail(why, why_len, err, "read", path);
+        return -err;
     }
-    *truncated = n > SMK_MAX_DATA;
-    *len = *truncated ? SMK_MAX_DATA : n;
+    *truncated = n > max;
+    *len = *truncated ? max : n;
     *data = buf;
     return 0;
+}
+
+int smk_read_file(const char *path, uint8_t **data, size_t *len, int *truncated, char *why,
+                  size_t why_len)
+{
+    int fd = open_for_read(path);
+    if (fd < 0) {
+        if (fd == -EEXIST) {
+            snprintf(why, why_len, "open %s: a symlink to a device, FIFO or socket is not followed",
+                     path);
+            return -ELOOP;
+        }
+        return fail(why, why_len, -fd, "open", path);
+    }
+    int r = smka_read_fd(fd, SMK_MAX_DATA, data, len, truncated);
+    close(fd);
+    return r < 0 ? fail(why, why_len, -r, "read", path) : 0;
 }

@@ -529,34 +529,21 @@ static int read_hosts(int etc, char **data, size_t *len, unsigned *mode)
     if (fd < 0)
         return fd;
     struct stat st;
-    int r = fstat(fd, &st) < 0 ? -errno : 0;
-    if (r == 0 && st.st_size > SMKA_HOSTS_MAX_SIZE)
-        r = -EFBIG;
-    char *buf = r == 0 ? malloc(SMKA_HOSTS_MAX_SIZE + 1) : NULL;
-    if (r == 0 && !buf)
-        r = -ENOMEM;
-    size_t n = 0;
-    while (r == 0 && n <= SMKA_HOSTS_MAX_SIZE) {
-        ssize_t k = read(fd, buf + n, SMKA_HOSTS_MAX_SIZE + 1 - n);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0)
-            r = -errno;
-        else if (k == 0)
-            break;
-        else
-            n += (size_t)k;
-    }
+    uint8_t *buf = NULL;
+    int truncated = 0;
+    int r =
+        fstat(fd, &st) < 0 ? -errno : smka_read_fd(fd, SMKA_HOSTS_MAX_SIZE, &buf, len, &truncated);
     close(fd);
-    if (r == 0 && n > SMKA_HOSTS_MAX_SIZE)
-        r = -EFBIG;
-    if (r < 0) {
+    if (r == 0 && truncated) {
         free(buf);
+        r = -EFBIG;
+    }
+    if (r < 0) {
+        *len = 0;
         return r;
     }
-    buf[n] = '\0';
-    *data = buf;
-    *len = n;
+    buf[*len] = '\0'; /* smka_read_fd() leaves room for it */
+    *data = (char *)buf;
     *mode = st.st_mode & 07777;
     return 0;
 }

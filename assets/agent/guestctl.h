@@ -180,6 +180,14 @@ int smka_replace_file_at(int dirfd, const char *name, unsigned mode, const void 
  */
 int smka_open_regular_at(int dirfd, const char *name);
 
+/*
+ * Reads fd to its end, or to what a non-blocking fd has now (EAGAIN ends the
+ * read), keeping at most max bytes: *truncated says whether there was more.
+ * *data is malloc'd (free it), with room for at least one byte past *len
+ * when the read was not truncated. -ENOMEM, or the read's errno.
+ */
+int smka_read_fd(int fd, size_t max, uint8_t **data, size_t *len, int *truncated);
+
 /* Whether the file system of fd is a kernel interface one (proc, sysfs, ...). */
 int smka_is_pseudo_fs(int fd);
 

@@ -281,6 +281,38 @@ START_TEST(read_follows_a_symlink_to_a_regular_file_only)
 }
 END_TEST
 
+START_TEST(read_fd_caps_and_flags_truncation)
+{
+    uint8_t *data;
+    size_t len;
+    int truncated;
+    spit(path(inside, "four"), "abcd", 4);
+    int fd = open(path(inside, "four"), O_RDONLY | O_CLOEXEC);
+    ck_assert_int_eq(smka_read_fd(fd, 4, &data, &len, &truncated), 0);
+    close(fd);
+    ck_assert_uint_eq(len, 4);
+    ck_assert(!truncated);
+    ck_assert_mem_eq(data, "abcd", 4);
+    free(data);
+    fd = open(path(inside, "four"), O_RDONLY | O_CLOEXEC);
+    ck_assert_int_eq(smka_read_fd(fd, 3, &data, &len, &truncated), 0);
+    close(fd);
+    ck_assert_uint_eq(len, 3);
+    ck_assert(truncated);
+    free(data);
+    /* A pipe with bytes in it and a writer still there: what is there now. */
+    int p[2];
+    ck_assert_int_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    ck_assert_int_eq(write(p[1], "xyz", 3), 3);
+    ck_assert_int_eq(smka_read_fd(p[0], 100, &data, &len, &truncated), 0);
+    ck_assert_uint_eq(len, 3);
+    ck_assert(!truncated);
+    free(data);
+    close(p[0]);
+    close(p[1]);
+}
+END_TEST
+
 /* --- the same through the agent -------------------------------------------- */
 
 static pid_t agent_pid;
@@ -428,6 +460,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, write_sets_the_exact_mode_and_rejects_non_files);
     tcase_add_test(tc, write_on_proc_goes_in_place_and_never_through_a_link);
     tcase_add_test(tc, read_follows_a_symlink_to_a_regular_file_only);
+    tcase_add_test(tc, read_fd_caps_and_flags_truncation);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("through the agent");

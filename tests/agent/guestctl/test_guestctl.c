@@ -510,6 +510,23 @@ START_TEST(hosts_symlink_without_proc)
 }
 END_TEST
 
+START_TEST(hosts_over_the_size_limit_is_efbig)
+{
+    static char big[SMKA_HOSTS_MAX_SIZE + 2];
+    memset(big, '#', sizeof(big) - 2);
+    big[sizeof(big) - 2] = '\n';
+    spit(path(etc, "hosts"), big);
+    ck_assert_int_eq(smka_hosts_add(etc, "10.0.0.5", (const char *[]){"web"}, 1), -EFBIG);
+    struct stat st;
+    ck_assert_int_eq(stat(path(etc, "hosts"), &st), 0);
+    ck_assert_int_eq(st.st_size, (off_t)sizeof(big) - 1);
+    big[sizeof(big) - 3] = '\n';
+    big[sizeof(big) - 2] = '\0'; /* exactly the limit */
+    spit(path(etc, "hosts"), big);
+    ck_assert_int_eq(smka_hosts_add(etc, "10.0.0.5", (const char *[]){"web"}, 1), 0);
+}
+END_TEST
+
 START_TEST(hosts_bad_input_is_refused)
 {
     spit(path(etc, "hosts"), base_hosts);
@@ -598,6 +615,7 @@ int main(void)
     tcase_add_test(tc, hosts_missing_or_unterminated);
     tcase_add_test(tc, hosts_symlink_is_read_through_and_replaced);
     tcase_add_test(tc, hosts_symlink_without_proc);
+    tcase_add_test(tc, hosts_over_the_size_limit_is_efbig);
     tcase_add_test(tc, hosts_bad_input_is_refused);
     tcase_add_test(tc, hosts_concurrent_adds_lose_nothing);
     suite_add_tcase(s, tc);
