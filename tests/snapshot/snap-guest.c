@@ -3,9 +3,6 @@
  * (the aarch64 guest has no busybox). One static binary, one job per command:
  *
  *   now                    CLOCK_REALTIME and CLOCK_BOOTTIME: "realtime_ns=N boottime_ns=N"
- *   settime NS             clock_settime(CLOCK_REALTIME) to NS nanoseconds since the epoch
- *   reseed HEX             RNDADDENTROPY of the bytes HEX (credited 8 bits a byte), then
- *                          RNDRESEEDCRNG: what a VMM sends each clone after a restore
  *   urandom N              N bytes of /dev/urandom, as hex
  *   hostname [NAME]        sethostname(NAME); prints the hostname
  *   addr IFNAME [A.B.C.D/N] sets the interface's IPv4 address and brings it up; prints
@@ -16,9 +13,8 @@
  *                          FILE's counter
  *   mark FILE              creates FILE holding "boottime_ns=N"
  *
- * The post-restore steps (settime, reseed, hostname, addr) are also what the library's
- * agent client sends over protocol 2; this helper does them for agents that speak only
- * protocol 1, through exec.
+ * It observes what the VMM changed after a restore (through smk_agent_after_restore) and
+ * names the source guest before the capture.
  * Builds with "aarch64-linux-gnu-gcc -static" and with plain "gcc".
  * SPDX-License-Identifier: MIT
  */
@@ -26,7 +22,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/random.h>
 #include <net/if.h>
 #include <signal.h>
 #include <stdint.h>
@@ -48,7 +43,7 @@ static int fail(const char *what, const char *arg)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: snap-guest now | settime NS | reseed HEX | urandom N | "
+    fprintf(stderr, "usage: snap-guest now | urandom N | "
                     "hostname [NAME] | addr IFNAME [A.B.C.D/N] | ticker FILE | alive PID FILE |\n"
                     "       mark FILE\n");
     return 2;
@@ -77,66 +72,6 @@ static int cmd_now(void)
     printf("realtime_ns=%llu boottime_ns=%llu\n", (unsigned long long)ns_of(CLOCK_REALTIME),
            (unsigned long long)ns_of(CLOCK_BOOTTIME));
     return 0;
-}
-
-static int cmd_settime(const char *arg)
-{
-    uint64_t ns;
-    if (parse_u64(arg, &ns) < 0)
-        return usage();
-    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000u), .tv_nsec = (long)(ns % 1000000000u)};
-    if (clock_settime(CLOCK_REALTIME, &ts) < 0)
-        return fail("clock_settime", arg);
-    return cmd_now();
-}
-
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-static int cmd_reseed(const char *hex)
-{
-    size_t n = strlen(hex);
-    if (n == 0 || n % 2 || n / 2 > 4096) {
-        fprintf(stderr, "snap-guest: reseed: 1 to 4096 bytes of hex expected\n");
-        return 2;
-    }
-    struct rand_pool_info *p = malloc(sizeof *p + n / 2);
-    if (!p)
-        return fail("malloc", NULL);
-    for (size_t i = 0; i < n / 2; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
-            fprintf(stderr, "snap-guest: reseed: not hex: %s\n", hex);
-            free(p);
-            return 2;
-        }
-        ((unsigned char *)p->buf)[i] = (unsigned char)(hi << 4 | lo);
-    }
-    p->entropy_count = (int)(n / 2 * 8);
-    p->buf_size = (int)(n / 2);
-    int fd = open("/dev/urandom", O_RDWR | O_CLOEXEC);
-    if (fd < 0) {
-        free(p);
-        return fail("open", "/dev/urandom");
-    }
-    int r = 0;
-    if (ioctl(fd, RNDADDENTROPY, p) < 0)
-        r = fail("ioctl RNDADDENTROPY", NULL);
-    else if (ioctl(fd, RNDRESEEDCRNG) < 0)
-        r = fail("ioctl RNDRESEEDCRNG", NULL);
-    close(fd);
-    free(p);
-    if (r == 0)
-        printf("added %zu bytes, CRNG reseeded\n", n / 2);
-    return r;
 }
 
 static int cmd_urandom(const char *arg)
@@ -319,10 +254,6 @@ int main(int argc, char **argv)
     const char *c = argv[1];
     if (!strcmp(c, "now") && argc == 2)
         return cmd_now();
-    if (!strcmp(c, "settime") && argc == 3)
-        return cmd_settime(argv[2]);
-    if (!strcmp(c, "reseed") && argc == 3)
-        return cmd_reseed(argv[2]);
     if (!strcmp(c, "urandom") && argc == 3)
         return cmd_urandom(argv[2]);
     if (!strcmp(c, "hostname") && argc <= 3)

@@ -56,6 +56,7 @@ TICKER_FILE = "/tmp/ticker"
 INFLIGHT_FILE = "/tmp/inflight"
 GUEST_AGENT = "/sbin/supermachine-agent"
 NIC = "eth0"
+SOURCE_ADDR = "10.0.2.10/24"
 CLOCK_TOLERANCE_NS = 1_000_000_000
 SMPARK = boot.SMPARK_SYSFS
 
@@ -205,16 +206,23 @@ class VM:
 
 
 def post_restore(vm, hostname, cidr):
-    """What a VMM sends a guest after a restore, in this order: the wall clock (so that
-    what follows is stamped right), entropy from the host + a CRNG reseed (so that clones
-    stop sharing the CRNG's state), then its identity: hostname and address.
-    Through the guest helper and exec, which any agent protocol version runs; the
-    library's smk_agent_set_time/reseed/hostname/addr are the protocol-2 messages for
-    the same steps (docs/SNAPSHOTS.md)."""
-    vm.guest(SNAP_GUEST, "settime", str(time.time_ns()))
-    vm.guest(SNAP_GUEST, "reseed", os.urandom(64).hex())
-    vm.guest(SNAP_GUEST, "hostname", hostname)
-    vm.guest(SNAP_GUEST, "addr", NIC, cidr)
+    """What a VMM sends a guest after a restore: one smk_agent_after_restore() call through
+    the library's client (tests/snapshot/snap-host.c): the wall clock (the host's now), 64
+    bytes of host entropy + a CRNG reseed, the hostname, the source's address replaced by
+    the clone's and the link up."""
+    vm.alive()
+    argv = [vm.a.host, f"unix:{vm.sock}", "restore", "--hostname", hostname, "--ifname", NIC,
+            "--old-addr", SOURCE_ADDR, "--addr", cidr]
+    if vm.a.verbose:
+        print("  $ " + " ".join(shlex.quote(x) for x in argv), flush=True)
+    try:
+        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=vm.a.timeout + 10)
+    except subprocess.TimeoutExpired:
+        raise boot.StepFailed(f"{vm.name}: snap-host restore did not return")
+    if p.returncode != 0:
+        raise boot.StepFailed(f"{vm.name}: snap-host restore: " + boot.Client.describe(p))
+    return boot.parse_kv(p.stdout.decode(errors="replace"))
 
 
 class Test:
@@ -247,10 +255,10 @@ class Test:
         up = src.ping(wait=round(self.a.timeout))
         self.ticker = src.guest(SNAP_GUEST, "ticker", TICKER_FILE)
         src.guest(SNAP_GUEST, "hostname", "source")
-        src.guest(SNAP_GUEST, "addr", NIC, "10.0.2.10/24")
+        src.guest(SNAP_GUEST, "addr", NIC, SOURCE_ADDR)
         self.src_random = src.guest(SNAP_GUEST, "urandom", "32")
         return (f"agent up at guest uptime {boot.fmt_s(up)}; ticker pid {self.ticker}; "
-                f"hostname source, {NIC} 10.0.2.10/24")
+                f"hostname source, {NIC} {SOURCE_ADDR}")
 
     def smpark_state(self, vm):
         return vm.guest(GUEST_TOOL, "cat", SMPARK + "/parked"), vm.guest(GUEST_TOOL, "cat", SMPARK + "/cpus")
@@ -397,18 +405,20 @@ class Test:
     def s_fix(self, vm, hostname, cidr):
         skew, _ = vm.now()
         vm.pre_random = vm.guest(SNAP_GUEST, "urandom", "32")
-        post_restore(vm, hostname, cidr)
+        kv = post_restore(vm, hostname, cidr)
         skew2, _ = vm.now()
         vm.skew = (skew, skew2)
         if self.a.icount:
             # Guest time is instruction count, and idle guests skip ahead to their next
             # timer (sleep=off): it does not follow the host's clock, so nothing to compare.
-            return (f"reseeded with 64 host bytes; hostname {hostname}; {NIC} {cidr}; clock set "
+            return (f"smk_agent_after_restore (protocol {kv['proto']}) in {kv['after_restore_ms']} ms: "
+                    f"clock set, reseeded with 64 host bytes, hostname {hostname}, {NIC} {cidr} "
                     f"(under -icount guest time does not follow the host: offset not checked)")
         if abs(skew2) > CLOCK_TOLERANCE_NS:
             raise boot.StepFailed(f"guest clock {skew2 / 1e9:+.3f} s off the host after settime")
-        return (f"guest clock {skew / 1e9:+.3f} s off the host before, {skew2 / 1e9:+.3f} s after; "
-                f"reseeded with 64 host bytes; hostname {hostname}; {NIC} {cidr}")
+        return (f"guest clock {skew / 1e9:+.3f} s off the host before, {skew2 / 1e9:+.3f} s after "
+                f"smk_agent_after_restore (protocol {kv['proto']}, {kv['after_restore_ms']} ms): "
+                f"clock, 64 host bytes + CRNG reseed, hostname {hostname}, {NIC} {SOURCE_ADDR} -> {cidr}")
 
     def s_checks(self, vm, hostname, cidr):
         a = boot.parse_kv(vm.guest(SNAP_GUEST, "alive", self.ticker, TICKER_FILE))
@@ -497,6 +507,7 @@ def main():
     ap.add_argument("--kernel", required=True)
     ap.add_argument("--initramfs", required=True)
     ap.add_argument("--client", required=True, help="the host-built supermachine-agent (client mode)")
+    ap.add_argument("--host", required=True, help="tests/snapshot/snap-host (the library's client)")
     ap.add_argument("--cmdline-file", required=True)
     ap.add_argument("--qemu")
     ap.add_argument("--smp", type=int)
@@ -519,6 +530,8 @@ def main():
 
     res = boot.Results()
     bad = boot.preflight(a)
+    if not os.path.isfile(a.host) or not os.access(a.host, os.X_OK):
+        bad.append(f"--host is not an executable: {a.host}")
     if a.arch == "aarch64" and a.smp < 2:
         bad.append("aarch64 needs --smp 2 or more: smpark must have a vCPU to park")
     try:

@@ -1,0 +1,137 @@
+/*
+ * snap-host: the VMM's side of the post-restore steps, through the library's agent client
+ * (smk_agent_after_restore, smkernel-agent-restore.h). Prints key=value lines and exits 0, or
+ * prints "snap-host: ..." and exits 1.
+ *
+ *   snap-host ADDR restore [--hostname NAME] [--ifname IF] [--old-addr CIDR] [--addr CIDR]
+ *             [--entropy HEX]   one smk_agent_after_restore() call (clock: the host's now)
+ *   snap-host check             smk_agent_after_restore's argument checks, no guest needed
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "smkernel-agent-restore.h"
+
+#define T 60000
+
+static int fail(struct smk_agent *ag, const char *what, int r)
+{
+    const char *msg = ag ? smk_agent_error(ag) : "";
+    fprintf(stderr, "snap-host: %s: %s%s%s%s\n", what, strerror(-r), *msg ? " (agent: " : "", msg,
+            *msg ? ")" : "");
+    return 1;
+}
+
+static int hexval(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+static int cmd_restore(const char *addr, int argc, char **argv)
+{
+    struct smk_agent_restore r = {0};
+    unsigned char entropy[4096];
+    for (int i = 0; i < argc; i++) {
+        if (i + 1 >= argc) {
+            fprintf(stderr, "snap-host: %s needs a value\n", argv[i]);
+            return 2;
+        }
+        const char *v = argv[++i];
+        if (!strcmp(argv[i - 1], "--hostname"))
+            r.hostname = v;
+        else if (!strcmp(argv[i - 1], "--ifname"))
+            r.ifname = v;
+        else if (!strcmp(argv[i - 1], "--old-addr"))
+            r.old_addr = v;
+        else if (!strcmp(argv[i - 1], "--addr"))
+            r.addr = v;
+        else if (!strcmp(argv[i - 1], "--entropy")) {
+            size_t n = strlen(v) / 2;
+            if (strlen(v) % 2 || n > sizeof entropy) {
+                fprintf(stderr, "snap-host: --entropy: up to 4096 bytes of hex\n");
+                return 2;
+            }
+            for (size_t k = 0; k < n; k++) {
+                int hi = hexval(v[2 * k]), lo = hexval(v[2 * k + 1]);
+                if (hi < 0 || lo < 0) {
+                    fprintf(stderr, "snap-host: --entropy: not lowercase hex\n");
+                    return 2;
+                }
+                entropy[k] = (unsigned char)(hi << 4 | lo);
+            }
+            r.entropy = entropy;
+            r.entropy_len = n;
+        } else {
+            fprintf(stderr, "snap-host: unknown option %s\n", argv[i - 1]);
+            return 2;
+        }
+    }
+    struct smk_agent *ag = NULL;
+    int e = smk_agent_connect(addr, T, &ag);
+    if (e < 0)
+        return fail(NULL, "connect", e);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    e = smk_agent_after_restore(ag, &r, T);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (e < 0) {
+        int rc = fail(ag, "smk_agent_after_restore", e);
+        smk_agent_close(ag);
+        return rc;
+    }
+    printf("proto=%d after_restore_ms=%.1f\n", smk_agent_proto(ag),
+           (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+    smk_agent_close(ag);
+    return 0;
+}
+
+/* The argument checks come before anything is sent: a NULL handle is never dereferenced. */
+static int cmd_check(void)
+{
+    struct smk_agent_restore ok = {0}, no_if = {.addr = "10.0.0.2/24"},
+                             no_if_old = {.old_addr = "10.0.0.2/24"},
+                             big = {.entropy = "x", .entropy_len = 4097},
+                             no_bytes = {.entropy_len = 16};
+    struct {
+        const char *what;
+        const struct smk_agent_restore *r;
+    } cases[] = {{"NULL request", NULL},
+                 {"addr without ifname", &no_if},
+                 {"old_addr without ifname", &no_if_old},
+                 {"4097 entropy bytes", &big},
+                 {"entropy_len without entropy", &no_bytes}};
+    int bad = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        /* A non-NULL handle that must not be touched: the checks come first. */
+        int r = smk_agent_after_restore((struct smk_agent *)&ok, cases[i].r, 0);
+        if (r != -EINVAL) {
+            fprintf(stderr, "snap-host: %s: %d, want -EINVAL\n", cases[i].what, r);
+            bad = 1;
+        }
+    }
+    int r = smk_agent_after_restore(NULL, &ok, 0);
+    if (r != -EINVAL) {
+        fprintf(stderr, "snap-host: NULL handle: %d, want -EINVAL\n", r);
+        bad = 1;
+    }
+    if (!bad)
+        printf("checks=6 einval=6\n");
+    return bad;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 2 && !strcmp(argv[1], "check"))
+        return cmd_check();
+    if (argc >= 3 && !strcmp(argv[2], "restore"))
+        return cmd_restore(argv[1], argc - 3, argv + 3);
+    fprintf(stderr, "usage: snap-host ADDR restore [--hostname N] [--ifname IF] [--old-addr CIDR] "
+                    "[--addr CIDR] [--entropy HEX] | snap-host check\n");
+    return 2;
+}
