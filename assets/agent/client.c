@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define REPLY_MS 60000      /* wait for a reply, unless the command says otherwise */
@@ -362,6 +363,84 @@ static int cmd_shutdown(struct client *c, int n, char **args)
     return r < 0 ? failed(c, r) : 0;
 }
 
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* bench N [-- ARGV...]: N pings, N spawns of "true", then ARGV's output taken whole;
+ * medians and totals in this machine's CLOCK_MONOTONIC ns (under qemu -icount shift=0 a
+ * guest's nanosecond is one instruction). */
+static int cmd_bench(struct client *c, int n, char **args)
+{
+    int count = n >= 1 ? atoi(args[0]) : 0;
+    if (count <= 0 || (n > 1 && strcmp(args[1], "--") != 0))
+        return usage_error(c->cmd, "bench needs a count, then optionally -- ARGV");
+    if (client_connect(c, REPLY_MS) < 0)
+        return 1;
+    int64_t *v = calloc((size_t)count, sizeof(int64_t));
+    if (!v)
+        return 1;
+    struct smk_agent_info info;
+    int r = 0;
+    for (int i = 0; i < count && r == 0; i++) {
+        int64_t t = mono_ns();
+        r = smk_agent_ping(c->ag, &info, REPLY_MS);
+        v[i] = mono_ns() - t;
+    }
+    if (r < 0) {
+        free(v);
+        return failed(c, r);
+    }
+    qsort(v, (size_t)count, sizeof(int64_t), cmp_i64);
+    printf("ping_ns_median=%lld\n", (long long)v[count / 2]);
+    const char *truth[] = {"true"};
+    for (int i = 0; i < count && r == 0; i++) {
+        int64_t t = mono_ns();
+        uint32_t proc;
+        struct smk_agent_cmd cmd = {.argv = truth, .argc = 1};
+        r = smk_agent_spawn(c->ag, &cmd, &proc, NULL, REPLY_MS);
+        int status, code;
+        if (r == 0)
+            r = smk_agent_wait(c->ag, proc, &status, &code, REPLY_MS);
+        v[i] = mono_ns() - t;
+    }
+    if (r < 0) {
+        free(v);
+        return failed(c, r);
+    }
+    qsort(v, (size_t)count, sizeof(int64_t), cmp_i64);
+    printf("true_ns_median=%lld\n", (long long)v[count / 2]);
+    free(v);
+    if (n > 2) {
+        struct smk_agent_cmd cmd = {.argv = (const char *const *)args + 2, .argc = (size_t)(n - 2)};
+        uint32_t proc;
+        int64_t t = mono_ns();
+        r = smk_agent_spawn(c->ag, &cmd, &proc, NULL, REPLY_MS);
+        uint64_t bytes = 0;
+        while (r == 0) {
+            struct smk_agent_event ev;
+            r = smk_agent_next_event(c->ag, &ev, REPLY_MS);
+            if (r == 0 && ev.type == SMK_AGENT_EXIT)
+                break;
+            bytes += ev.len;
+        }
+        if (r < 0)
+            return failed(c, r);
+        printf("stream_bytes=%llu stream_ns=%lld\n", (unsigned long long)bytes,
+               (long long)(mono_ns() - t));
+    }
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
 int smk_client_main(int argc, char **argv)
 {
     if (argc < 2)
@@ -386,6 +465,8 @@ int smk_client_main(int argc, char **argv)
         r = cmd_read(&c, n, args);
     else if (strcmp(c.cmd, "shutdown") == 0)
         r = cmd_shutdown(&c, n, args);
+    else if (strcmp(c.cmd, "bench") == 0)
+        r = cmd_bench(&c, n, args);
     else
         r = usage_error(c.cmd, "unknown client command");
     smk_agent_close(c.ag);

@@ -134,6 +134,9 @@ static int stream(unsigned long long want, char **argv, int argc)
     if (!rp || sscanf(rp + 2, "%*c %d", &ppid) != 1)
         die("cannot parse %s", path);
     free(stat);
+    struct smk_agent_info info;
+    check(smk_agent_ping(ag, &info, T), "ping");
+    uint64_t g0 = info.uptime_ns;
     double t0 = now_s();
     unsigned long long got = 0;
     for (;;) {
@@ -147,13 +150,16 @@ static int stream(unsigned long long want, char **argv, int argc)
         got += ev.len;
     }
     double dt = now_s() - t0;
+    check(smk_agent_ping(ag, &info, T), "ping");
+    uint64_t guest_ns = info.uptime_ns - g0;
     snprintf(path, sizeof(path), "/proc/%d/status", ppid);
     char *st = read_guest(path);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("bytes=%llu seconds=%.2f mib_per_s=%.2f agent_pid=%d agent_hwm_kib=%ld "
+    printf("bytes=%llu seconds=%.2f mib_per_s=%.2f guest_ns=%llu agent_pid=%d agent_hwm_kib=%ld "
            "client_maxrss_kib=%ld\n",
-           got, dt, (double)got / (1 << 20) / dt, ppid, kib_field(st, "VmHWM:"), ru.ru_maxrss);
+           got, dt, (double)got / (1 << 20) / dt, (unsigned long long)guest_ns, ppid,
+           kib_field(st, "VmHWM:"), ru.ru_maxrss);
     free(st);
     return got == want ? 0 : 1;
 }

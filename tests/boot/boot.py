@@ -224,6 +224,10 @@ def build_qemu(a, workdir, sock, console, initramfs=None):
     else:
         argv += ["-M", "virt"]
         cpu = ["-cpu", "host" if accel == "kvm" else "cortex-a57"]
+    if a.icount:
+        # Guest time becomes instruction count (shift=0: 1 ns per instruction); idle time
+        # jumps to the next timer instead of following the host's clock.
+        argv += ["-icount", "shift=0,sleep=off"]
     argv += cpu + [
         "-accel", accel if accel != "tcg" or not a.tcg_thread else f"tcg,thread={a.tcg_thread}",
         "-smp", str(a.smp), "-m", str(a.mem),
@@ -406,7 +410,9 @@ class Boot:
             self.step("exec uname -m", self.s_uname)
             self.step("vsock loopback", self.s_vsock)
             self.step("file write/read", self.s_file)
-            if self.a.drive:
+            if self.a.drive and self.a.agent_bench:
+                self.step("agent benchmark", V2Steps(self).bench)
+            elif self.a.drive:
                 v2 = V2Steps(self)
                 self.step("v2 ping during a 20 s command", v2.ping_during)
                 self.step("v2 stream 64 MiB", v2.stream)
@@ -553,6 +559,30 @@ class V2Steps:
         return (f"process {proc} spawned by one client, taken over by the next (ATTACH): its "
                 f"later output and exit 0 arrived")
 
+    def bench(self):
+        n = self.b.a.agent_bench
+        size = 16 << 20
+        out, kv = self.drive(["bench", str(n)], timeout=1200)
+        s_out, s_kv = self.drive(["stream", str(size), "--"] + self.g["zeros"](size), timeout=1200)
+        argv = ["/sbin/supermachine-agent", "client", VSOCK_LOOPBACK, "bench", str(n), "--"] + \
+            self.g["zeros"](size)
+        p = self.b.exec(argv)
+        if p.returncode != 0:
+            raise StepFailed("in-guest bench over vsock loopback: " + Client.describe(p))
+        v = parse_kv(p.stdout.decode(errors="replace"))
+        gs = int(s_kv["guest_ns"]) / 1e9
+        vs = int(v["stream_ns"]) / 1e9
+        unit = "guest ns = instructions (icount shift=0)" if self.b.a.icount else "guest ns"
+        return (f"{unit}. vsock loopback (in-guest client, medians of {n}): ping {int(v['ping_ns_median']):,}, "
+                f"spawn+wait true {int(v['true_ns_median']):,}, stream {size >> 20} MiB "
+                f"{int(v['stream_ns']):,} ({size / (1 << 20) / vs:.1f} MiB per guest s). "
+                f"virtio-serial (host client, means of {n}; guest time there also counts idle "
+                f"skipped to the next timer while the guest waits for the host): ping "
+                f"{int(kv['ping_guest_ns_per_op']):,}, true {int(kv['true_guest_ns_per_op']):,}, "
+                f"stream {size >> 20} MiB {int(s_kv['guest_ns']):,} ({size / (1 << 20) / gs:.1f} MiB "
+                f"per guest s); host wall clock: ping median {kv['ping_median_ms']} ms, true "
+                f"{kv['true_median_ms']} ms, stream {s_kv['mib_per_s']} MiB/s")
+
     def v1(self):
         out, kv = self.drive(["v1"])
         return "a protocol-1 PING frame answered with a protocol-1 PING_REPLY"
@@ -654,6 +684,13 @@ def main():
     ap.add_argument("--kernel", required=True)
     ap.add_argument("--initramfs", required=True)
     ap.add_argument("--client", required=True, help="the host-built supermachine-agent (client mode)")
+    ap.add_argument("--agent-bench", type=int, metavar="N",
+                    help="with --drive: instead of the v2 steps, benchmark the agent (N pings and "
+                    "N spawns of true, a 16 MiB stream) over virtio-serial from the host and over "
+                    "vsock loopback inside the guest")
+    ap.add_argument("--icount", action="store_true",
+                    help="qemu -icount shift=0,sleep=off (TCG, one thread): guest time counts "
+                    "instructions")
     ap.add_argument("--drive", help="tests/boot/agent-drive (the library's client): run the "
                     "protocol-v2 steps")
     ap.add_argument("--cmdline-file", help="kernel command line (default: assets/kernel/cmdline-ARCH "
@@ -685,6 +722,10 @@ def main():
         a.smp = 2 if a.arch == "aarch64" else 1
     if a.repeat < 1:
         ap.error("--repeat must be >= 1")
+    if a.icount:
+        if a.accel != "tcg":
+            ap.error("--icount needs TCG")
+        a.tcg_thread = "single"
 
     res = Results()
     bad = preflight(a)
