@@ -53,8 +53,8 @@ static int create_temp_at(int dirfd, char name[32])
     for (int attempt = 0; attempt < 64; attempt++) {
         uint8_t rnd[12];
         /* GRND_INSECURE never blocks, even before the CRNG is seeded (early
-         * boot); the name needs to be unpredictable, not secret, and
-         * O_EXCL settles any collision. */
+         * boot). The name need not be secret: O_EXCL | O_NOFOLLOW turn a
+         * collision, or a name planted in advance, into another attempt. */
         if (getrandom(rnd, sizeof(rnd), GRND_INSECURE) != (ssize_t)sizeof(rnd) &&
             getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd)) {
             struct timespec ts;
@@ -135,9 +135,11 @@ int smka_replace_file_at(int dirfd, const char *name, unsigned mode, const void 
             r = write_in_place_at(dirfd, name, data, len);
         return r;
     }
-    /* The rename is durable only once the directory is. */
-    if (fsync(dirfd) < 0 && errno != EINVAL)
-        return -errno;
+    /* The rename is durable only once the directory is. The new contents
+     * are in place by now, so only a real I/O error is reported (some file
+     * systems cannot sync a directory: EINVAL, EOPNOTSUPP). */
+    if (fsync(dirfd) < 0 && errno == EIO)
+        return -EIO;
     return 0;
 }
 
