@@ -80,9 +80,11 @@ struct smka_route {
 };
 
 /*
- * Adds or deletes a route in the main table.
- * -EINVAL: bad family (-EAFNOSUPPORT), dst_len over 32 / 128, host bits set
- * in dst, neither gateway nor ifname; -EEXIST: the route exists (add);
+ * Adds or deletes a route in the main table (an added one is RTPROT_STATIC;
+ * IPv4 without a gateway is scope link).
+ * -EAFNOSUPPORT: family not AF_INET or AF_INET6; -EINVAL: route NULL,
+ * dst_len over 32 / 128, host bits set in dst, neither gateway nor ifname,
+ * a bad ifname; -EEXIST: the route exists (add);
  * -ESRCH: no such route (delete); -ENETUNREACH: the gateway is not on any
  * link that is up; -ENODEV: ifname names no link.
  */
@@ -151,7 +153,9 @@ int smka_hostname_set(const char *etc_dir, const char *name);
  * family. The file's other lines are kept byte for byte; a hosts that is a
  * symlink to a regular file is read through and replaced by a file.
  * -EINVAL: ip not an IP literal, 0 or over SMKA_HOSTS_MAX_NAMES names, a name
- * with white space, '#' or control characters, or over 253 bytes.
+ * other than letters, digits, '-', '_' and '.' (or starting with '-' or
+ * '.'), or over 253 bytes; -EFBIG: hosts is over SMKA_HOSTS_MAX_SIZE; -EEXIST:
+ * hosts is (or links to) a device node, FIFO or socket.
  */
 int smka_hosts_add(const char *etc_dir, const char *ip, const char *const *names, size_t n_names);
 
