@@ -131,9 +131,9 @@ static int nl_talk(struct nl_req *q, nl_reply_fn on_reply, void *arg)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
     int r;
-    if (sendto(fd, q, q->h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) !=
-        (ssize_t)q->h.nlmsg_len) {
-        r = -errno;
+    ssize_t sent = sendto(fd, q, q->h.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel));
+    if (sent != (ssize_t)q->h.nlmsg_len) {
+        r = sent < 0 ? -errno : -EIO; /* a datagram goes whole or not at all */
         goto out;
     }
     /* A link's description with every attribute is a few KiB. */
