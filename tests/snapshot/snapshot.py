@@ -25,11 +25,14 @@ The procedure, per docs/SNAPSHOTS.md:
     background process still runs; the clock is within 1 s of the host; the two
     clones read different /dev/urandom bytes, have their own names and addresses.
 
-Figures printed: state file size, capture and restore wall time, and the guest
-clock (CLOCK_BOOTTIME) from the last agent answer before the capture to the first
-after the restore, next to the same interval between two answers with no
-capture between them; with --icount (-icount shift=0,sleep=off) guest time is
-instruction count.
+Figures printed: state file size, capture and restore wall time, how far the
+guest clock was off before the fix; with --icount (-icount shift=0,sleep=on,
+one TCG thread) the guest instructions from cont to the agent's first answer
+(QMP query-replay), next to the same stop, connect, cont and answer on the source. sleep=on keeps idle time real, so the guest's timers do not
+fire back to back while the host is between steps (sleep=off skips idle time,
+and the test's 100 ms ticker then runs flat out). Under --icount the guest
+clock runs at one ns per instruction while busy, so its offset to the host is
+not checked there.
 
 Every step prints PASS or FAIL; the last line is "N passed, N failed". Exit 0
 only if all passed; missing qemu or inputs FAIL, never skip. Python 3 stdlib only.
@@ -129,7 +132,7 @@ class VM:
                  "-netdev", "user,id=n0,restrict=on",
                  "-device", "virtio-net-device,netdev=n0"]
         if self.a.icount:
-            argv += ["-icount", "shift=0,sleep=off"]
+            argv += ["-icount", "shift=0,sleep=on"]
         if incoming:
             argv += ["-S", "-incoming", "exec:cat " + shlex.quote(incoming)]
         if self.a.verbose:
@@ -172,6 +175,10 @@ class VM:
         kv = boot.parse_kv(self.guest(SNAP_GUEST, "now"))
         h1 = time.time_ns()
         return int(kv["realtime_ns"]) - (h0 + h1) // 2, int(kv["boottime_ns"])
+
+    def icount(self):
+        """Guest instructions executed so far (-icount only; QMP query-replay)."""
+        return self.qmp.cmd("query-replay")["icount"]
 
     def quit(self):
         if self.proc.poll() is None:
@@ -277,6 +284,8 @@ class Test:
         t0 = time.monotonic()
         vm.qmp.cmd("stop")
         t_stop = time.monotonic() - t0
+        if self.a.icount:
+            self.icount_stop = vm.icount()
         if while_stopped:
             while_stopped()
         t1 = time.monotonic()
@@ -313,10 +322,17 @@ class Test:
 
     def s_capture(self):
         src = self.src
-        # Two answers with nothing between them: the baseline of the guest-clock figure.
-        b0 = src.ping()
-        b1 = src.ping()
-        self.baseline_ns = b1 - b0
+        if self.a.icount:
+            # The same stop, connect, cont and answer on the source, with no restore between:
+            # the baseline of the restore -> answer figure.
+            # Three times: the guest's own timer work while the host is between steps
+            # lands in each count.
+            self.baseline_instr = []
+            for _ in range(3):
+                src.qmp.cmd("stop")
+                i0 = src.icount()
+                self.ping_on_cont(src)
+                self.baseline_instr.append(src.icount() - i0)
         # A request in flight at the capture: sent once the VM is stopped for it, so the
         # source never answers; its client must end with an error when the source qemu
         # goes away, not hang. (If qemu had already moved the bytes into guest memory, the
@@ -328,7 +344,6 @@ class Test:
             self.inflight = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             time.sleep(0.5)
 
-        self.before_ns = src.ping()
         dt, size = self.capture(src, while_stopped=send)
         self.capture_s, self.state_size = dt, size
         src.quit()
@@ -352,6 +367,24 @@ class Test:
                 f"({msg[-1] if msg else 'no message'}) once the source qemu quit")
 
     # -- a restored clone --------------------------------------------------------------
+    def ping_on_cont(self, vm):
+        """Connects a client to the stopped VM (its request waits in the chardev), resumes
+        the VM and waits for the answer: the agent's first answer is to that request."""
+        p = subprocess.Popen([self.a.client, "client", vm.client.addr, "ping", "--wait",
+                              str(round(self.a.timeout))],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(0.2)
+        vm.qmp.cmd("cont")
+        try:
+            out, err = p.communicate(timeout=self.a.timeout + 10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            raise boot.StepFailed(f"{vm.name}: no agent answer within {self.a.timeout} s of cont")
+        if p.returncode != 0:
+            raise boot.StepFailed(f"{vm.name}: ping sent before cont: exit {p.returncode}, "
+                                  f"{err.decode(errors='replace').strip()}")
+
     def restore(self, name):
         t0 = time.monotonic()
         vm = self.vm(name, incoming=self.state)
@@ -367,29 +400,22 @@ class Test:
         if st not in ("prelaunch", "paused"):
             raise boot.StepFailed(f"after the incoming migration the VM is {st!r}")
         t_loaded = time.monotonic() - t0
-        # The client connects before the guest runs again: its request waits in the chardev
-        # and the agent's first answer after the restore is to it.
-        p = subprocess.Popen([self.a.client, "client", vm.client.addr, "ping", "--wait",
-                              str(round(self.a.timeout))],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(0.2)
-        vm.qmp.cmd("cont")
-        try:
-            out, err = p.communicate(timeout=self.a.timeout + 10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.communicate()
-            raise boot.StepFailed(f"{name}: no agent answer within {self.a.timeout} s of cont")
+        if self.a.icount:
+            vm.icount_loaded = vm.icount()
+            if vm.icount_loaded != self.icount_stop:
+                raise boot.StepFailed(f"{name}: instruction count {vm.icount_loaded} after the load, "
+                                      f"{self.icount_stop} at the capture")
+        self.ping_on_cont(vm)
         t_answer = time.monotonic() - t0
-        if p.returncode != 0:
-            raise boot.StepFailed(f"{name}: first ping after restore: exit {p.returncode}, "
-                                  f"{err.decode(errors='replace').strip()}")
-        up = int(boot.parse_kv(out.decode())["uptime_ns"])
+        if self.a.icount:
+            vm.instr = vm.icount() - vm.icount_loaded
         vm.restore_s = (t_loaded, t_answer)
-        vm.guest_ns = up - self.before_ns
-        return vm, (f"state loaded {t_loaded:.2f} s after qemu start, agent answered "
-                    f"{t_answer:.2f} s after it; guest clock from the last answer before the "
-                    f"capture to this one {vm.guest_ns / 1e6:.1f} ms")
+        msg = (f"state loaded {t_loaded:.2f} s after qemu start, agent answered {t_answer:.2f} s "
+               f"after it")
+        if self.a.icount:
+            msg += (f"; {vm.instr} guest instructions from cont to the answer (instruction count "
+                    f"at the load = at the capture, {self.icount_stop})")
+        return vm, msg
 
     def s_unpark(self, vm):
         parked, cpus = self.smpark_state(vm)
@@ -409,8 +435,8 @@ class Test:
         skew2, _ = vm.now()
         vm.skew = (skew, skew2)
         if self.a.icount:
-            # Guest time is instruction count, and idle guests skip ahead to their next
-            # timer (sleep=off): it does not follow the host's clock, so nothing to compare.
+            # While the guest runs, its clock advances one ns per instruction, not with the
+            # host's: nothing to compare.
             return (f"smk_agent_after_restore (protocol {kv['proto']}) in {kv['after_restore_ms']} ms: "
                     f"clock set, reseeded with 64 host bytes, hostname {hostname}, {NIC} {cidr} "
                     f"(under -icount guest time does not follow the host: offset not checked)")
@@ -478,12 +504,15 @@ class Test:
             cb = self.clone("clone-b", "10.0.2.22/24")
             self.step("clones differ", lambda: self.s_clones_differ(ca, cb))
             for v in (ca, cb):
-                self.figures.append(
-                    f"{v.name}: restore to state loaded {v.restore_s[0]:.2f} s, to first agent answer "
-                    f"{v.restore_s[1]:.2f} s wall; guest clock last answer before capture -> first "
-                    f"after restore {v.guest_ns / 1e6:.1f} ms (two back-to-back answers, no capture: "
-                    f"{self.baseline_ns / 1e6:.1f} ms); clock {v.skew[0] / 1e9:+.3f} s off before "
-                    f"settime")
+                f = (f"{v.name}: restore: state loaded {v.restore_s[0]:.2f} s, first agent answer "
+                     f"{v.restore_s[1]:.2f} s after qemu start (wall)")
+                if self.a.icount:
+                    f += (f"; {v.instr} guest instructions from cont to the answer (the same stop, "
+                          f"connect, cont and answer on the source, no restore, 3 times: "
+                          f"{', '.join(str(n) for n in self.baseline_instr)})")
+                else:
+                    f += f"; guest clock {v.skew[0] / 1e9:+.3f} s off the host before the fix"
+                self.figures.append(f)
             ok = True
         except boot.StepFailed:
             for v in self.vms:
@@ -513,8 +542,8 @@ def main():
     ap.add_argument("--smp", type=int)
     ap.add_argument("--mem", type=int, default=256, help="MiB (default 256)")
     ap.add_argument("--icount", action="store_true",
-                    help="-icount shift=0,sleep=off -accel tcg,thread=single: guest time is "
-                         "instruction count")
+                    help="-icount shift=0,sleep=on -accel tcg,thread=single: count guest "
+                         "instructions (QMP query-replay)")
     ap.add_argument("--timeout", type=float, default=90)
     ap.add_argument("--tmpdir", help="where the state file goes (default: the system's)")
     ap.add_argument("--keep", action="store_true")
