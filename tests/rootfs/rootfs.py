@@ -267,16 +267,19 @@ def second_stage_in_guest(a, foreign, tree, work):
                           "tail -5 /tmp/stage2.log; exit $rc", timeout=3600)
         if rc != 0 or "Base system installed successfully" not in so:
             raise Fail(f"second stage in the guest: exit {rc}: {so[-1500:]} {se[-500:]}")
-        # The overlay root as it is now, minus the API mounts (one file system).
+        # The overlay root as it is now, through a plain bind (no submounts:
+        # /proc, /sys, /dev are the empty directories underneath).
         g.ok(f"for d in /sys/class/block/*; do [ \"$(cat $d/serial 2>/dev/null)\" = {OUT_SERIAL} ] && "
              "dev=/dev/${d##*/}; done; [ -n \"$dev\" ] && rm -rf /debootstrap /tmp/stage2.log && "
-             "tar --one-file-system --numeric-owner --xattrs -C / -cf \"$dev\" . && sync", timeout=3600)
+             "mkdir -p /run/smk-export && mount --bind / /run/smk-export && "
+             "tar --numeric-owner --xattrs -C /run/smk-export -cf \"$dev\" . && sync", timeout=3600)
         g.shutdown()
     finally:
         g.close()
     dt = time.monotonic() - t0
     os.makedirs(tree)
     run(as_root(["tar", "--numeric-owner", "--xattrs", "-xpf", out, "-C", tree]))
+    run(as_root(["rmdir", os.path.join(tree, "run", "smk-export")]))
     os.unlink(out)
     os.unlink(img)
     return dt
