@@ -138,6 +138,8 @@ static int stream(unsigned long long want, char **argv, int argc)
     struct smk_agent_info info;
     check(smk_agent_ping(ag, &info, T), "ping");
     uint64_t g0 = info.uptime_ns;
+    struct rusage ru0;
+    getrusage(RUSAGE_SELF, &ru0);
     double t0 = now_s();
     unsigned long long got = 0;
     for (;;) {
@@ -158,9 +160,9 @@ static int stream(unsigned long long want, char **argv, int argc)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("bytes=%llu seconds=%.2f mib_per_s=%.2f guest_ns=%llu agent_pid=%d agent_hwm_kib=%ld "
-           "client_maxrss_kib=%ld\n",
+           "client_maxrss_kib=%ld client_before_kib=%ld\n",
            got, dt, (double)got / (1 << 20) / dt, (unsigned long long)guest_ns, ppid,
-           kib_field(st, "VmHWM:"), ru.ru_maxrss);
+           kib_field(st, "VmHWM:"), ru.ru_maxrss, ru0.ru_maxrss);
     free(st);
     return got == want ? 0 : 1;
 }
