@@ -88,6 +88,46 @@ static void on_signal(int sig)
     errno = e;
 }
 
+static int read_local(const char *path, uint8_t **data, size_t *len);
+
+/* An agent of protocol 1 has no processes: the command runs to completion (EXEC) with the
+ * CLI's stdin read first (at most 15 MiB), its output shown at the end. */
+static int exec_batch(struct smk_agent *a, struct smk_agent_cmd *cmd, int tty_in,
+                      const char **env)
+{
+    uint8_t *in = NULL;
+    size_t in_len = 0;
+    if (!tty_in) {
+        int r = read_local("-", &in, &in_len);
+        if (r < 0 || in_len > (15u << 20)) {
+            fprintf(stderr, "smkernel agent: exec: stdin: %s\n",
+                    r < 0 ? strerror(-r) : "over the 15 MiB a protocol-1 agent takes");
+            free(in);
+            free(env);
+            return EXIT_CANNOT_RUN;
+        }
+    }
+    cmd->stdin_data = in;
+    cmd->stdin_len = in_len;
+    struct smk_agent_exec_result res;
+    int r = smk_agent_exec(a, cmd, &res, -1);
+    free(in);
+    free(env);
+    if (r < 0) {
+        failed(a, "exec", r);
+        return r == -ENOENT || r == -ENOTDIR ? EXIT_NOT_FOUND
+               : r == -EACCES || r == -ENOEXEC ? EXIT_NOT_EXEC
+                                               : EXIT_CANNOT_RUN;
+    }
+    write_all(1, res.out, res.out_len);
+    write_all(2, res.err, res.err_len);
+    if (res.flags & (SMK_AGENT_STDOUT_TRUNCATED | SMK_AGENT_STDERR_TRUNCATED))
+        fprintf(stderr, "smkernel agent: exec: output cut at 4 MiB (a protocol-1 agent)\n");
+    int rc = res.status == SMK_AGENT_SIGNALED ? 128 + (res.code & 0x7f) : res.code & 0xff;
+    smk_agent_exec_result_free(&res);
+    return rc;
+}
+
 static int cmd_exec(struct smk_agent *a, int argc, char **argv, int timeout_ms)
 {
     const char **env = calloc((size_t)argc + 1, sizeof(char *));
@@ -142,6 +182,8 @@ static int cmd_exec(struct smk_agent *a, int argc, char **argv, int timeout_ms)
         cmd.rows = ws.ws_row;
         cmd.cols = ws.ws_col;
     }
+    if (smk_agent_proto(a) < 2 && !(cmd.flags & (SMK_AGENT_TTY | SMK_AGENT_USER)))
+        return exec_batch(a, &cmd, tty_in, env);
     uint32_t proc, pid;
     int r = smk_agent_spawn(a, &cmd, &proc, &pid, timeout_ms);
     free(env);
