@@ -5,6 +5,10 @@
  *
  *   snap-host ADDR restore [--hostname NAME] [--ifname IF] [--old-addr CIDR] [--addr CIDR]
  *             [--entropy HEX]   one smk_agent_after_restore() call (clock: the host's now)
+ *   snap-host ADDR spawn -- ARGV...  starts ARGV, prints "proc=N pid=P" at once, then waits
+ *             for its exit: "exit=CODE" (or "signal=N"); exits 1 if the connection ends first
+ *   snap-host ADDR attach PROC  takes over process PROC (spawned by an earlier client on
+ *             this virtio-serial port) and waits for its exit: "pid=P exit=CODE"
  *   snap-host check             smk_agent_after_restore's argument checks, no guest needed
  *
  * SPDX-License-Identifier: MIT
@@ -91,6 +95,64 @@ static int cmd_restore(const char *addr, int argc, char **argv)
     return 0;
 }
 
+static int wait_exit(struct smk_agent *ag, uint32_t proc, const char *prefix)
+{
+    int status, code;
+    int e = smk_agent_wait(ag, proc, &status, &code, T);
+    if (e < 0)
+        return fail(ag, "waiting for the process", e);
+    printf("%s%s=%d\n", prefix, status == SMK_AGENT_EXITED ? "exit" : "signal", code);
+    return 0;
+}
+
+static int cmd_spawn(const char *addr, int argc, char **argv)
+{
+    if (argc < 1)
+        return 2;
+    struct smk_agent_cmd cmd = {.argv = (const char *const *)argv, .argc = (size_t)argc};
+    struct smk_agent *ag = NULL;
+    int e = smk_agent_connect(addr, T, &ag);
+    if (e < 0)
+        return fail(NULL, "connect", e);
+    uint32_t proc, pid;
+    e = smk_agent_spawn(ag, &cmd, &proc, &pid, T);
+    if (e < 0) {
+        int rc = fail(ag, "spawn", e);
+        smk_agent_close(ag);
+        return rc;
+    }
+    printf("proc=%u pid=%u\n", proc, pid);
+    fflush(stdout);
+    int rc = wait_exit(ag, proc, "");
+    smk_agent_close(ag);
+    return rc;
+}
+
+static int cmd_attach(const char *addr, const char *procarg)
+{
+    char *end;
+    errno = 0;
+    unsigned long proc = strtoul(procarg, &end, 10);
+    if (errno || end == procarg || *end || proc > 0xffffffffUL)
+        return 2;
+    struct smk_agent *ag = NULL;
+    int e = smk_agent_connect(addr, T, &ag);
+    if (e < 0)
+        return fail(NULL, "connect", e);
+    uint32_t pid;
+    e = smk_agent_attach(ag, (uint32_t)proc, &pid, T);
+    if (e < 0) {
+        int rc = fail(ag, "attach", e);
+        smk_agent_close(ag);
+        return rc;
+    }
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "pid=%u ", pid);
+    int rc = wait_exit(ag, (uint32_t)proc, prefix);
+    smk_agent_close(ag);
+    return rc;
+}
+
 /* The argument checks come before anything is sent: a NULL handle is never dereferenced. */
 static int cmd_check(void)
 {
@@ -131,7 +193,12 @@ int main(int argc, char **argv)
         return cmd_check();
     if (argc >= 3 && !strcmp(argv[2], "restore"))
         return cmd_restore(argv[1], argc - 3, argv + 3);
+    if (argc >= 5 && !strcmp(argv[2], "spawn") && !strcmp(argv[3], "--"))
+        return cmd_spawn(argv[1], argc - 4, argv + 4);
+    if (argc == 4 && !strcmp(argv[2], "attach"))
+        return cmd_attach(argv[1], argv[3]);
     fprintf(stderr, "usage: snap-host ADDR restore [--hostname N] [--ifname IF] [--old-addr CIDR] "
-                    "[--addr CIDR] [--entropy HEX] | snap-host check\n");
+                    "[--addr CIDR] [--entropy HEX] |\n       snap-host ADDR spawn -- ARGV... | "
+                    "snap-host ADDR attach PROC | snap-host check\n");
     return 2;
 }

@@ -62,6 +62,8 @@ NIC = "eth0"
 SOURCE_ADDR = "10.0.2.10/24"
 CLOCK_TOLERANCE_NS = 1_000_000_000
 SMPARK = boot.SMPARK_SYSFS
+# Runs across the capture; guest seconds, which track the host's outside -icount.
+SLEEPER = {"x86_64": ["/bin/busybox", "sleep", "4"], "aarch64": [GUEST_TOOL, "sleep", "4"]}
 
 
 class QMP:
@@ -270,10 +272,10 @@ class Test:
     def smpark_state(self, vm):
         return vm.guest(GUEST_TOOL, "cat", SMPARK + "/parked"), vm.guest(GUEST_TOOL, "cat", SMPARK + "/cpus")
 
-    def capture(self, vm, while_stopped=None):
+    def capture(self, vm, before_stop=None, while_stopped=None):
         """The VMM's capture: refuses on aarch64 unless smpark has parked every other
         vCPU; then stop, migrate to a file, quit. while_stopped() runs between the stop and
-        the migration. Returns (seconds, bytes)."""
+        the migration, before_stop() right before the stop. Returns (seconds, bytes)."""
         if self.a.arch == "aarch64":
             if vm.agent(["exec", "--", GUEST_TOOL, "cat", SMPARK + "/version"]).returncode != 0:
                 raise boot.StepFailed(f"refused: smpark is not loaded ({SMPARK} missing)")
@@ -281,6 +283,8 @@ class Test:
             if parked != str(self.a.smp - 1):
                 raise boot.StepFailed(f"refused: {SMPARK}/parked is {parked!r}, want "
                                       f"{self.a.smp - 1} (cpus: {' / '.join(cpus.splitlines())})")
+        if before_stop:
+            before_stop()
         t0 = time.monotonic()
         vm.qmp.cmd("stop")
         t_stop = time.monotonic() - t0
@@ -333,6 +337,22 @@ class Test:
                 i0 = src.icount()
                 self.ping_on_cont(src)
                 self.baseline_instr.append(src.icount() - i0)
+        # A process running at the capture, its client (the library's) waiting for its exit:
+        # that client must end with an error when the source qemu goes away; the clones take
+        # the process over with ATTACH and see it exit.
+        def spawn():
+            self.spawned = subprocess.Popen([self.a.host, src.client.addr, "spawn", "--"] +
+                                            SLEEPER[self.a.arch],
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            line = self.spawned.stdout.readline().decode(errors="replace")
+            kv = boot.parse_kv(line)
+            if "proc" not in kv:
+                self.spawned.kill()
+                _, err = self.spawned.communicate()
+                raise boot.StepFailed(f"spawn {' '.join(SLEEPER[self.a.arch])}: {line.strip()!r} "
+                                      f"{err.decode(errors='replace').strip()}")
+            self.spawned_proc, self.spawned_pid = kv["proc"], kv["pid"]
+
         # A request in flight at the capture: sent once the VM is stopped for it, so the
         # source never answers; its client must end with an error when the source qemu
         # goes away, not hang. (If qemu had already moved the bytes into guest memory, the
@@ -344,7 +364,7 @@ class Test:
             self.inflight = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             time.sleep(0.5)
 
-        dt, size = self.capture(src, while_stopped=send)
+        dt, size = self.capture(src, before_stop=spawn, while_stopped=send)
         self.capture_s, self.state_size = dt, size
         src.quit()
         self.figures.append(f"state file {size} bytes ({size / 2**20:.1f} MiB) for {self.a.mem} MiB "
@@ -363,8 +383,22 @@ class Test:
             raise boot.StepFailed("the in-flight request reported success although its VM was "
                                   "stopped and quit before it finished")
         msg = err.decode(errors="replace").strip().splitlines()
-        return (f"client exited {self.inflight.returncode} "
-                f"({msg[-1] if msg else 'no message'}) once the source qemu quit")
+        res = (f"a request sent to the stopped source: its client exited {self.inflight.returncode} "
+               f"({msg[-1] if msg else 'no message'}) once the source qemu quit")
+        try:
+            out, err = self.spawned.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.spawned.kill()
+            self.spawned.communicate()
+            raise boot.StepFailed("the library client waiting for the spawned process still waits "
+                                  "30 s after its qemu went away")
+        if self.spawned.returncode == 0:
+            raise boot.StepFailed(f"the spawned process's client reported an exit "
+                                  f"({out.decode(errors='replace').strip()}) from a VM that was quit")
+        msg = err.decode(errors="replace").strip().splitlines()
+        return (res + f"; the library client waiting for process {self.spawned_proc} "
+                f"(pid {self.spawned_pid}, {' '.join(SLEEPER[self.a.arch])}) exited "
+                f"{self.spawned.returncode} ({msg[-1] if msg else 'no message'})")
 
     # -- a restored clone --------------------------------------------------------------
     def ping_on_cont(self, vm):
@@ -461,7 +495,17 @@ class Test:
             raise boot.StepFailed(f"vsock listener: " + boot.Client.describe(p))
         vm.random = vm.guest(SNAP_GUEST, "urandom", "32")
         ran = vm.agent(["read", INFLIGHT_FILE]).returncode == 0
-        return (f"the source's in-flight request {'ran' if ran else 'never reached'} this clone; "
+        try:
+            p = subprocess.run([self.a.host, vm.client.addr, "attach", self.spawned_proc],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=self.a.timeout)
+        except subprocess.TimeoutExpired:
+            raise boot.StepFailed(f"attach {self.spawned_proc}: no exit within {self.a.timeout} s")
+        att = boot.parse_kv(p.stdout.decode(errors="replace"))
+        if p.returncode != 0 or att.get("exit") != "0" or att.get("pid") != self.spawned_pid:
+            raise boot.StepFailed(f"attach {self.spawned_proc}: " + boot.Client.describe(p))
+        return (f"process {self.spawned_proc} (pid {att['pid']}) spawned on the source taken over "
+                f"with ATTACH, exited 0; the request sent to the stopped source "
+                f"{'ran' if ran else 'never reached'} this clone; "
                 f"ticker pid {self.ticker} alive (state {b['state']}, count {a['count']} -> "
                 f"{b['count']}); hostname {name}; {NIC} {addr[1]}; vsock listener answers "
                 f"({boot.VSOCK_LOOPBACK} from inside); virtio-serial answers")
