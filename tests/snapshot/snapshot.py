@@ -3,24 +3,30 @@
 one state file and check what a guest must get right after a restore.
 
     snapshot.py --arch x86_64|aarch64 --kernel K --initramfs I --cmdline-file F
-                --client AGENT [--smp N] [--mem MB] [--icount] [--timeout S] [-v] [--keep]
+                --client AGENT --host SNAP_HOST [--smp N] [--mem MB] [--icount] [--timeout S] [-v] [--keep]
 
 The initramfs must hold tests/snapshot/snap-guest.c as /bin/snap-guest (and, on
 aarch64, tests/boot/guest-tool.c as /bin/guest-tool and smpark.ko, as the boot
 test's does). Guests are booted as tests/boot/boot.py boots them (its module is
 imported: machine, devices, TCG command line extras, the agent client), plus a
-QMP socket and a virtio-net NIC on a restricted (host-loopback-free) user network.
+QMP socket and a virtio-net NIC on a restricted user network (restrict=on: no
+traffic leaves it). SNAP_HOST is tests/snapshot/snap-host.c: the library's agent
+client (spawn, attach, smk_agent_after_restore).
 
 The procedure, per docs/SNAPSHOTS.md:
   source: boot, start a detached background process, name the guest; on aarch64
     insmod smpark and park the other vCPUs (a capture attempted while
-    /sys/kernel/smpark/parked is not smp-1 is refused by capture()); an agent
-    request is left in flight; QMP stop, migrate to "exec:cat > FILE", quit.
+    /sys/kernel/smpark/parked is not smp-1 is refused by capture()); spawn a
+    4 s sleep through the library client, which waits for its exit; QMP stop; a
+    request is sent to the stopped VM; migrate to "exec:cat > FILE", quit.
   each clone: a new qemu with the same command line plus -S -incoming
     "exec:cat FILE"; the agent client is started (its request waits in the
-    chardev) and then QMP cont; on aarch64 unpark; then post_restore(): wall
-    clock, CRNG reseed with host entropy, hostname, IPv4 address.
-  checks: the in-flight request of the source failed cleanly; the agent answers
+    chardev) and then QMP cont; on aarch64 unpark; then post_restore(): one
+    smk_agent_after_restore() (wall clock, CRNG reseed with host entropy,
+    hostname, the source's IPv4 address replaced).
+  checks: both clients of the source (the spawn's, the request's) failed
+    cleanly when it went away; each clone takes the sleep over with ATTACH and
+    sees it exit 0; the agent answers
     on virtio-serial and its vsock listener (in-guest loopback) answers; the
     background process still runs; the clock is within 1 s of the host; the two
     clones read different /dev/urandom bytes, have their own names and addresses.
