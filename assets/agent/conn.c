@@ -1016,8 +1016,10 @@ static void loop(struct conn *c)
                 break;
             case 3: {
                 struct proc *p = who[i];
-                proc_read(c, p, &p->out, 1);
-                send_exit_if_done(c, p);
+                if (p->used) {
+                    proc_read(c, p, &p->out, 1);
+                    send_exit_if_done(c, p);
+                }
                 break;
             }
             case 4: {

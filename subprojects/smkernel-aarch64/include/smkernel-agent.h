@@ -17,6 +17,24 @@
  * (or lock around it). Distinct handles are independent. A handle multiplexes: any number of
  * processes may stream on one while other requests are made on it.
  *
+ * Example (errors unchecked for brevity):
+ *
+ *     struct smk_agent *a;
+ *     smk_agent_connect("unix:/run/vm/agent.sock", 5000, &a);     // qemu virtio-serial
+ *     const char *argv[] = {"sh", "-c", "cat; echo done >&2"};
+ *     struct smk_agent_cmd cmd = {.argv = argv, .argc = 3};
+ *     uint32_t proc, pid;
+ *     smk_agent_spawn(a, &cmd, &proc, &pid, 5000);
+ *     smk_agent_stdin(a, proc, "hello\n", 6, 1, 5000);            // then end of file
+ *     struct smk_agent_event ev;
+ *     while (smk_agent_next_event(a, &ev, -1) == 0 && ev.type == SMK_AGENT_OUTPUT)
+ *         fwrite(ev.data, 1, ev.len, ev.stream == 1 ? stdout : stderr);
+ *     // ev.type == SMK_AGENT_EXIT: ev.status, ev.code
+ *     smk_agent_close(a);
+ *
+ * In an event loop, poll smk_agent_fd(a) for POLLIN and call smk_agent_poll_event() until
+ * it returns 0. Requests (stdin, signal, ...) block for their reply, up to timeout_ms.
+ *
  * SPDX-License-Identifier: MIT
  */
 #ifndef SMKERNEL_AGENT_H

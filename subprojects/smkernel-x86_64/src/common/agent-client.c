@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -24,6 +23,11 @@
 
 #if defined(__linux__)
 #include <linux/vm_sockets.h>
+#include <sys/random.h>
+#endif
+
+#ifndef MSG_NOSIGNAL /* macOS: SO_NOSIGPIPE on the socket instead */
+#define MSG_NOSIGNAL 0
 #endif
 
 #define HELLO_RESEND_MS 2000
@@ -355,9 +359,19 @@ int smk_agent_from_fd(int fd, int timeout_ms, struct smk_agent **out)
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0)
         fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+#if defined(SO_NOSIGPIPE)
+    if (a->is_socket)
+        setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &(int){1}, sizeof(int));
+#endif
+    /* Request ids start at a random point, so that replies meant for an earlier client of a
+     * virtio-serial line are not taken for this one's. */
     uint32_t seed = 0;
+#if defined(__linux__)
     if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed))
         seed = (uint32_t)now_ms() ^ ((uint32_t)getpid() << 16);
+#else
+    seed = arc4random();
+#endif
     a->next_id = seed & 0x7fffffffu;
     a->version = SMK_PROTO_VERSION;
     int r = hello(a, timeout_ms);
