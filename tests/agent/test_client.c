@@ -543,6 +543,56 @@ START_TEST(hybrid_vsock_handshake)
 }
 END_TEST
 
+START_TEST(read_file_follows_symlinks_unless_told)
+{
+    char target[160], link[160];
+    snprintf(target, sizeof(target), "%s/target", dir);
+    snprintf(link, sizeof(link), "%s/link", dir);
+    FILE *f = fopen(target, "w");
+    fputs("secret", f);
+    fclose(f);
+    ck_assert_int_eq(symlink(target, link), 0);
+    struct smk_agent *a = connect_to(sock);
+    void *data;
+    size_t len;
+    int trunc;
+    ck_assert_int_eq(smk_agent_read_file(a, link, 0, &data, &len, &trunc, 5000), 0);
+    ck_assert_uint_eq(len, 6);
+    ck_assert_mem_eq(data, "secret", 6);
+    free(data);
+    ck_assert_int_eq(smk_agent_read_file(a, link, SMK_AGENT_NOFOLLOW, &data, &len, &trunc, 5000),
+                     -ELOOP);
+    ck_assert_int_eq(smk_agent_read_file(a, target, SMK_AGENT_NOFOLLOW, &data, &len, &trunc, 5000),
+                     0);
+    free(data);
+    smk_agent_close(a);
+    unlink(link);
+    unlink(target);
+}
+END_TEST
+
+/* A peer that accepts and never answers: every call ends at its timeout. */
+START_TEST(silent_peer_times_out)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "%s/silent.sock", dir);
+    int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    ck_assert_uint_lt(strlen(path), sizeof(un.sun_path));
+    memcpy(un.sun_path, path, strlen(path) + 1);
+    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&un, sizeof(un)), 0);
+    ck_assert_int_eq(listen(lfd, 4), 0);
+    struct smk_agent *a = NULL;
+    double t0 = now_s();
+    ck_assert_int_eq(smk_agent_connect_unix(path, 300, &a), -ETIMEDOUT);
+    double dt = now_s() - t0;
+    ck_assert_msg(dt >= 0.25 && dt < 3, "timed out after %.3f s", dt);
+    ck_assert_ptr_null(a);
+    close(lfd);
+    unlink(path);
+}
+END_TEST
+
 START_TEST(bad_addresses_are_einval)
 {
     struct smk_agent *a = NULL;
@@ -581,6 +631,8 @@ int main(int argc, char **argv)
     tcase_add_test(tc, guest_control_is_refused_in_test_mode);
     tcase_add_test(tc, bad_addresses_are_einval);
     tcase_add_test(tc, hybrid_vsock_handshake);
+    tcase_add_test(tc, read_file_follows_symlinks_unless_told);
+    tcase_add_test(tc, silent_peer_times_out);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_ENV);

@@ -297,6 +297,8 @@ static int control(char **argv, int argc)
     check(smk_agent_addr(ag, 0, "lo", "fd00:123::2/64", T), "address fd00:123::2/64");
     check(smk_agent_route(ag, 0, "10.124.0.0/16", "10.123.0.1", NULL, 0, T), "route");
     check(smk_agent_route(ag, 0, "default", "10.123.0.1", "lo", 0, T), "default route");
+    check(smk_agent_route(ag, 0, "fd00:124::/64", NULL, "lo", 0, T), "IPv6 route");
+    check(smk_agent_link(ag, "lo", -1, 60000, T), "MTU of lo");
     check(smk_agent_hostname(ag, "smk-guest", T), "host name");
     const char *servers[] = {"10.123.0.53"}, *search[] = {"smk.test"};
     check(smk_agent_dns(ag, servers, 1, search, 1, NULL, 0, T), "dns");
@@ -308,12 +310,14 @@ static int control(char **argv, int argc)
     /* /proc/net/route: destination and gateway in hex, in the kernel's byte order. */
     ok &= contains("/proc/net/route", "00007C0A\t01007B0A");
     ok &= contains("/proc/net/route", "lo\t00000000\t01007B0A");
+    ok &= contains("/proc/net/ipv6_route", "fd000124000000000000000000000000 40");
+    ok &= contains("/sys/class/net/lo/mtu", "60000");
     ok &= contains("/proc/sys/kernel/hostname", "smk-guest");
     ok &= contains("/etc/resolv.conf", "nameserver 10.123.0.53");
     ok &= contains("/etc/resolv.conf", "search smk.test");
     ok &= contains("/etc/hosts", "10.123.0.9");
     printf("clock=%lld reseed=ok addr=10.123.0.2/24,fd00:123::2/64 route=10.124.0.0/16,default "
-           "hostname=smk-guest dns=ok hosts=ok verified=%s\n",
+           "route6=fd00:124::/64 mtu=60000 hostname=smk-guest dns=ok hosts=ok verified=%s\n",
            back, ok ? "yes" : "no");
     return ok ? 0 : 1;
 }

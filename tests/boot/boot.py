@@ -557,8 +557,8 @@ class V2Steps:
     def control(self):
         out, kv = self.drive(["control", "--"] + self.g["now"])
         return ("clock set to 2030-01-01 and read back; entropy added and CRNG reseeded; lo: "
-                "10.123.0.2/24, fd00:123::2/64, route 10.124.0.0/16 and default via 10.123.0.1 "
-                "(seen in /proc/net); hostname, resolv.conf, hosts written and read back")
+                "10.123.0.2/24, fd00:123::2/64, routes 10.124.0.0/16 and default via 10.123.0.1, "
+                "fd00:124::/64 dev lo, MTU 60000 (seen in /proc/net, /sys); hostname, resolv.conf, hosts written and read back")
 
     def attach(self):
         out, kv = self.drive(["detach", "--"] + self.g["late_echo"])
