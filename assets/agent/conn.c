@@ -71,6 +71,7 @@ struct worker {
     uint16_t version;
     struct smk_buf got;
     int reaped;
+    int discard; /* its client is gone: the reply goes nowhere */
 };
 
 struct conn {
@@ -571,7 +572,9 @@ static void worker_free(struct worker *w)
 static void worker_finish(struct conn *c, struct worker *w)
 {
     struct smk_msg m;
-    if (w->got.len && smk_decode(w->got.data, w->got.len, &m) == (int)w->got.len) {
+    if (w->discard)
+        ;
+    else if (w->got.len && smk_decode(w->got.data, w->got.len, &m) == (int)w->got.len) {
         queue(c, &w->got);
     } else {
         reply_error(c, w->id, w->version, EIO, "the worker for this request failed");
@@ -787,6 +790,14 @@ static void serial_host_gone(struct conn *c)
     c->send_since = -1;
     c->peer_gone = 0;
     detach_all(c, 0);
+    /* A command of EXEC is cancelled with its client (its process group killed), as on a
+     * socket; other requests finish, unanswered. */
+    for (int i = 0; i < MAX_WORKERS; i++) {
+        if (c->workers[i].pid) {
+            c->workers[i].discard = 1;
+            close_fd(&c->workers[i].cancel);
+        }
+    }
 }
 
 static void receive(struct conn *c)

@@ -593,6 +593,45 @@ START_TEST(silent_peer_times_out)
 }
 END_TEST
 
+/* virtio-serial: a host that goes away cancels its EXEC (the process group is killed) once
+ * the hang-up has lasted the grace period; the serial port keeps being served. */
+START_TEST(serial_hangup_cancels_exec)
+{
+    char pidfile[96], script[512];
+    snprintf(pidfile, sizeof(pidfile), "%s/exec.pid", dir);
+    snprintf(script, sizeof(script), "echo $$ > %s.tmp && mv %s.tmp %s && exec sleep 60", pidfile,
+             pidfile, pidfile);
+    const char *argv[] = {"sh", "-c", script};
+    struct smk_exec_args ea = {.argv = argv, .argc = 3};
+    struct smk_buf b = {.version = 2};
+    ck_assert_int_eq(smk_encode_exec(&b, 99, &ea), 0);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    memcpy(un.sun_path, serial_sock, strlen(serial_sock) + 1);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&un, sizeof(un)), 0);
+    ck_assert_int_eq(write(fd, b.data, b.len), (ssize_t)b.len);
+    smk_buf_free(&b);
+    int pid = 0;
+    for (int i = 0; i < 200 && pid <= 0; i++) {
+        FILE *f = fopen(pidfile, "r");
+        if (f) {
+            if (fscanf(f, "%d", &pid) != 1)
+                pid = 0;
+            fclose(f);
+        }
+        usleep(50000);
+    }
+    ck_assert_int_gt(pid, 0);
+    ck_assert_int_eq(kill(pid, 0), 0);
+    close(fd);
+    double t0 = now_s();
+    while (kill(pid, 0) == 0 && now_s() - t0 < 10)
+        usleep(100000);
+    ck_assert_msg(kill(pid, 0) < 0, "the command outlived its client by 10 s");
+    ck_assert_msg(now_s() - t0 >= 1.5, "killed before the hang-up grace (%.2f s)", now_s() - t0);
+}
+END_TEST
+
 START_TEST(bad_addresses_are_einval)
 {
     struct smk_agent *a = NULL;
@@ -633,6 +672,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, hybrid_vsock_handshake);
     tcase_add_test(tc, read_file_follows_symlinks_unless_told);
     tcase_add_test(tc, silent_peer_times_out);
+    tcase_add_test(tc, serial_hangup_cancels_exec);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_ENV);
