@@ -9,16 +9,22 @@
  *             for its exit: "exit=CODE" (or "signal=N"); exits 1 if the connection ends first
  *   snap-host ADDR attach PROC  takes over process PROC (spawned by an earlier client on
  *             this virtio-serial port) and waits for its exit: "pid=P exit=CODE"
- *   snap-host check             smk_agent_after_restore's argument checks, no guest needed
+ *   snap-host check [AGENT]     smk_agent_after_restore's argument checks, no guest needed;
+ *             with AGENT (the host-built supermachine-agent): against `AGENT serve --listen`,
+ *             which refuses guest control, the call stops at its first step with that step's
+ *             error and the agent's message, and a spent budget sends nothing (-ETIMEDOUT)
  *
  * SPDX-License-Identifier: MIT
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "smkernel-agent-restore.h"
 
@@ -187,10 +193,79 @@ static int cmd_check(void)
     return bad;
 }
 
+/* Against a real agent that refuses guest control (serve --listen). */
+static int check_agent(const char *agent)
+{
+    char dir[] = "/tmp/smk-snap-host-XXXXXX", path[64], listen[80], addr[80];
+    if (!mkdtemp(dir)) {
+        perror("snap-host: mkdtemp");
+        return 1;
+    }
+    snprintf(path, sizeof path, "%s/agent.sock", dir);
+    snprintf(listen, sizeof listen, "unix:%s", path);
+    snprintf(addr, sizeof addr, "unix:%s", path);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("snap-host: fork");
+        rmdir(dir);
+        return 1;
+    }
+    if (pid == 0) {
+        execl(agent, agent, "serve", "--listen", listen, (char *)NULL);
+        perror("snap-host: exec agent");
+        _exit(127);
+    }
+    int bad = 0;
+    struct smk_agent *ag = NULL;
+    int e = -ETIMEDOUT;
+    for (int i = 0; i < 200 && e < 0; i++) { /* the agent needs a moment to listen */
+        e = smk_agent_connect(addr, 1000, &ag);
+        if (e < 0)
+            usleep(50 * 1000);
+    }
+    if (e < 0) {
+        fail(NULL, "connect to the agent", e);
+        bad = 1;
+    } else {
+        struct smk_agent_restore r = {.hostname = "x", .ifname = "lo", .addr = "10.9.9.9/32"};
+        e = smk_agent_after_restore(ag, &r, 0);
+        if (e != -ETIMEDOUT) {
+            fprintf(stderr, "snap-host: timeout 0: %d, want -ETIMEDOUT\n", e);
+            bad = 1;
+        }
+        e = smk_agent_after_restore(ag, &r, T);
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", smk_agent_error(ag));
+        if (e != -EPERM || !*msg) {
+            fprintf(stderr,
+                    "snap-host: refused guest control: %d (%s), want -EPERM with a message\n", e,
+                    msg);
+            bad = 1;
+        }
+        /* The handle still works: the refusal was an answer, not a broken connection. */
+        struct smk_agent_info info;
+        if (!bad && (e = smk_agent_ping(ag, &info, T)) < 0)
+            bad = fail(ag, "ping after the refusal", e);
+        if (!bad)
+            printf("proto=%d timeout0=ETIMEDOUT refused=EPERM message=\"%s\"\n",
+                   smk_agent_proto(ag), msg);
+        smk_agent_close(ag);
+    }
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    unlink(path);
+    rmdir(dir);
+    return bad;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && !strcmp(argv[1], "check"))
         return cmd_check();
+    if (argc == 3 && !strcmp(argv[1], "check")) {
+        int r = cmd_check();
+        return check_agent(argv[2]) || r;
+    }
     if (argc >= 3 && !strcmp(argv[2], "restore"))
         return cmd_restore(argv[1], argc - 3, argv + 3);
     if (argc >= 5 && !strcmp(argv[2], "spawn") && !strcmp(argv[3], "--"))
@@ -199,6 +274,6 @@ int main(int argc, char **argv)
         return cmd_attach(argv[1], argv[3]);
     fprintf(stderr, "usage: snap-host ADDR restore [--hostname N] [--ifname IF] [--old-addr CIDR] "
                     "[--addr CIDR] [--entropy HEX] |\n       snap-host ADDR spawn -- ARGV... | "
-                    "snap-host ADDR attach PROC | snap-host check\n");
+                    "snap-host ADDR attach PROC | snap-host check [AGENT]\n");
     return 2;
 }
