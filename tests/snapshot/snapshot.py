@@ -150,7 +150,12 @@ class VM:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          start_new_session=True)
         self.client = boot.Client(self.a.client, self.sock, self.a.timeout, self.a.verbose)
-        self.qmp = QMP(qmp, self.a.timeout)
+        self.qmp = None
+        try:
+            self.qmp = QMP(qmp, self.a.timeout)
+        except boot.StepFailed:
+            self.kill()
+            raise boot.StepFailed(f"{name}: no QMP: qemu said: {boot.tail(self.qemu_log, 5)}")
 
     def alive(self):
         if self.proc.poll() is not None:
@@ -207,10 +212,9 @@ class VM:
             except ProcessLookupError:
                 pass
             self.proc.wait()
-        try:
+        if self.qmp:
             self.qmp.close()
-        except AttributeError:
-            pass
+            self.qmp = None
 
     def report(self):
         print(f"--- {self.name}: serial console (tail) ---\n{boot.tail(self.console)}")
@@ -271,7 +275,6 @@ class Test:
         self.ticker = src.guest(SNAP_GUEST, "ticker", TICKER_FILE)
         src.guest(SNAP_GUEST, "hostname", "source")
         src.guest(SNAP_GUEST, "addr", NIC, SOURCE_ADDR)
-        self.src_random = src.guest(SNAP_GUEST, "urandom", "32")
         return (f"agent up at guest uptime {boot.fmt_s(up)}; ticker pid {self.ticker}; "
                 f"hostname source, {NIC} {SOURCE_ADDR}")
 
