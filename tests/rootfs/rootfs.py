@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The guest contract (assets/GUEST.md) on a real Debian root, on one arch.
 
-    rootfs.py --arch x86_64|aarch64 --kernel K --initramfs I --client AGENT
-              --cache DIR [--cmdline-file F] [--added GUEST=HOST]... [--steps LIST]
-              [--qemu BIN] [--timeout S] [--keep] [-v]
+    rootfs.py --arch x86_64|aarch64 --kernel K --initramfs I --client SMKERNEL
+              [--client-wrapper CMD] --cache DIR [--cmdline-file F] [--added GUEST=HOST]...
+              [--steps LIST] [--qemu BIN] [--timeout S] [--keep] [-v]
 
 1. A Debian bookworm minbase tree (debootstrap from deb.debian.org, cached in
    DIR, keyed by suite, arch and package list). aarch64 without binfmt_misc:
@@ -97,15 +97,16 @@ def run(argv, **kw):
 # ---- the agent: the one place that knows how to talk to it -----------------------------
 
 def agent(a, sock, args, stdin=None, timeout=None):
-    """Runs one agent client command against the guest behind SOCK; returns the
-    CompletedProcess (stdout/stderr as bytes)."""
-    argv = [a.client, "client", f"unix:{sock}"] + args
+    """Runs one `smkernel agent` command (the library's client) against the guest
+    behind SOCK; returns the CompletedProcess (stdout/stderr as bytes). exec
+    streams STDIN (empty unless given)."""
+    argv = a.client_wrapper + [a.client, "agent", "--connect", f"unix:{sock}"] + args
     if a.verbose:
         log("  $ " + " ".join(shlex.quote(x) for x in argv))
     t = timeout or a.timeout
     try:
-        return subprocess.run(argv, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=t + 30)
+        return subprocess.run(argv, input=stdin if stdin is not None else b"", stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=t + 30)
     except subprocess.TimeoutExpired:
         raise Fail(f"agent client did not return within {t + 30} s: {' '.join(args)}")
 
@@ -165,9 +166,7 @@ class Guest:
 
     def sh(self, script, timeout=None, stdin=None):
         """Runs a shell script in the guest; returns (exit status, stdout text, stderr text)."""
-        p = self.agent(["exec"] + (["--timeout", str(int(timeout))] if timeout else []) +
-                       (["--stdin", "-"] if stdin is not None else []) + ["--", "/bin/sh", "-c", script],
-                       stdin=stdin, timeout=timeout)
+        p = self.agent(["exec", "--", "/bin/sh", "-c", script], stdin=stdin, timeout=timeout)
         return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
 
     def ok(self, script, timeout=None):
@@ -180,11 +179,12 @@ class Guest:
         # Short waits in a loop, so that a guest that died is seen at once.
         deadline = time.monotonic() + self.a.timeout
         while True:
-            p = self.agent(["ping", "--wait", "2"])
+            p = self.agent(["--timeout", "2", "ping"])
             if p.returncode == 0:
                 break
             if time.monotonic() > deadline:
                 raise Fail(f"agent did not answer: {describe(p)}; console:\n{self.tail()}")
+            time.sleep(0.2)
         m = re.search(r"ready_ns=(\d+)", p.stdout.decode())
         return int(m.group(1)) if m else None
 
@@ -492,7 +492,7 @@ def checks(a, r, g, kind, listing, hostname):
         for guest, host in a.added:
             with open(host, "rb") as f:
                 want = f.read()
-            p = g.agent(["read", guest])
+            p = g.agent(["cp", f":{guest}", "-"])
             if p.returncode != 0 or p.stdout != want:
                 raise Fail(f"{guest}: {describe(p)[:300]}, expected the {len(want)} bytes of {host}")
             got.append(guest)
@@ -634,7 +634,8 @@ def main():
     ap.add_argument("--arch", required=True, choices=["x86_64", "aarch64"])
     ap.add_argument("--kernel", required=True)
     ap.add_argument("--initramfs", required=True)
-    ap.add_argument("--client", required=True, help="host-built supermachine-agent (client mode)")
+    ap.add_argument("--client", required=True, help="the smkernel CLI (its agent command is the client)")
+    ap.add_argument("--client-wrapper", default="", help="run the client through this (cross builds: qemu-aarch64)")
     ap.add_argument("--cache", required=True, help="where the Debian tree and the images are kept")
     ap.add_argument("--cmdline-file")
     ap.add_argument("--added", dest="added_specs", action="append", default=[],
@@ -648,6 +649,7 @@ def main():
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args()
     a.added = []
+    a.client_wrapper = a.client_wrapper.split()
     a.smp = 1 if a.arch == "x86_64" else 2
     steps = set(a.steps.split(","))
     r = Results()
