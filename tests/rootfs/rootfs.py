@@ -19,7 +19,9 @@
    nft, /dev/stdout and process substitution, /dev links, devpts, shm, cgroup2
    and its controllers, lo up, the hostname, the environment, /usr/bin unchanged
    against the image, the initramfs's extra files at their paths.
-4. smk.entrypoint on the ext4 root; a missing entrypoint and a missing root end
+4. The initramfs as the root: mounts, hostname, lo, the agent's environment,
+   the added files (file reads only: the aarch64 initramfs has no shell).
+   smk.entrypoint on the ext4 root; a missing entrypoint and a missing root end
    in one "smk-init: fatal:" console line and the machine stops.
 5. Two guests on one virtual link (-netdev socket over 127.0.0.1): addresses,
    ping both ways.
@@ -574,6 +576,65 @@ def entrypoint_boot(a, r, imgs):
         g.close()
 
 
+def initramfs_root(a, r):
+    """The contract with the initramfs as the root (no smk.root), through the
+    agent's file reads only: the aarch64 initramfs has no shell."""
+    g = Guest(a, "smk.hostname=smk-initramfs", [], name="initramfs")
+    tag = f"[{a.arch} initramfs]"
+
+    def read(path):
+        p = g.agent(["cp", f":{path}", "-"])
+        if p.returncode != 0:
+            raise Fail(f"read {path}: {describe(p)}")
+        return p.stdout.decode(errors="replace")
+
+    try:
+        def ready():
+            return f"agent ready at guest uptime {g.wait_ready() / 1e9:.3f} s (no smk.root)"
+
+        def mounts():
+            m = {ln.split()[1]: ln.split() for ln in read("/proc/mounts").splitlines()}
+            want = {"/": "overlay", "/proc": "proc", "/sys": "sysfs", "/dev": "devtmpfs",
+                    "/dev/pts": "devpts", "/dev/shm": "tmpfs", "/sys/fs/cgroup": "cgroup2"}
+            bad = {k: m[k][2] if k in m else None for k, v in want.items() if k not in m or m[k][2] != v}
+            if bad or "lowerdir=/," not in m["/"][3]:
+                raise Fail(f"mounts differ: {bad}, / is {m.get('/')}")
+            sub = read("/sys/fs/cgroup/cgroup.subtree_control").split()
+            if not all(c in sub for c in ("cpu", "memory", "io", "pids")):
+                raise Fail(f"cgroup.subtree_control: {sub}")
+            return "overlay over the initramfs, proc, sysfs, devtmpfs, devpts, shm, cgroup2 " \
+                   f"(children get {' '.join(sub)})"
+
+        def machine():
+            hn = read("/proc/sys/kernel/hostname").strip()
+            flags = int(read("/sys/class/net/lo/flags").strip(), 16)
+            if hn != "smk-initramfs" or not flags & 1:
+                raise Fail(f"hostname {hn!r}, lo flags {flags:#x}")
+            return f"hostname {hn}, lo up"
+
+        def environ():
+            # What the init gave the agent: the agent reads its own environ.
+            env = dict(e.split("=", 1) for e in read("/proc/self/environ").split("\0") if "=" in e)
+            if env != ENV:
+                raise Fail(f"the agent's environment is {env}, expected exactly {ENV}")
+            return "the agent's environment is exactly PATH, HOME, TERM"
+
+        def added():
+            for guest, host in a.added:
+                with open(host) as f:
+                    if read(guest) != f.read():
+                        raise Fail(f"{guest} differs from {host}")
+            return f"{', '.join(gp for gp, _ in a.added)} at their paths"
+
+        if r.check(f"{tag} boot", ready):
+            for name, fn in (("mounts", mounts), ("hostname, lo", machine),
+                             ("environment", environ), ("initramfs files", added)):
+                r.check(f"{tag} {name}", fn)
+            r.check(f"{tag} shutdown", lambda: f"qemu exited {g.shutdown()}")
+    finally:
+        g.close()
+
+
 def two_guests(a, r, imgs):
     """Two guests on one virtual link: qemu -netdev socket over 127.0.0.1 only."""
     with socket.socket() as s:
@@ -640,8 +701,8 @@ def main():
     ap.add_argument("--cmdline-file")
     ap.add_argument("--added", dest="added_specs", action="append", default=[],
                     metavar="GUEST=HOST", help="a file the initramfs carries: check it in the root")
-    ap.add_argument("--steps", default="roots,fatal,entrypoint,net",
-                    help="comma-separated: roots, fatal, entrypoint, net (default: all)")
+    ap.add_argument("--steps", default="roots,initramfs,fatal,entrypoint,net",
+                    help="comma-separated: roots, initramfs, fatal, entrypoint, net (default: all)")
     ap.add_argument("--qemu")
     ap.add_argument("--mem", type=int, default=512)
     ap.add_argument("--timeout", type=float, default=120)
@@ -681,6 +742,8 @@ def main():
     if "roots" in steps:
         for kind in ("ext4", "erofs", "squashfs"):
             boot_and_check(a, r, imgs, kind, listing)
+    if "initramfs" in steps:
+        initramfs_root(a, r)
     if "fatal" in steps:
         fatal_boot(a, r, imgs, "missing entrypoint",
                    f"smk.root={root_arg('squashfs')} smk.entrypoint=/no/such/program", "/no/such/program")
