@@ -557,7 +557,8 @@ def fatal_boot(a, r, imgs, name, append, expect):
 
 def entrypoint_boot(a, r, imgs):
     """smk.entrypoint runs instead of the agent, with the contract's environment."""
-    g = Guest(a, f"smk.root={root_arg('ext4')} smk.entrypoint=\"/usr/bin/env SMK_EP=1\"",
+    # The ext4 image by its UUID, in capitals (the match ignores case).
+    g = Guest(a, f"smk.root=UUID={EXT4_UUID.upper()} smk.entrypoint=\"/usr/bin/env SMK_EP=1\"",
               disks(imgs), name="entrypoint")
     try:
         def fn():
@@ -640,8 +641,9 @@ def two_guests(a, r, imgs):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # One disk each (the same image, read-only): microvm has few free IRQs.
-    base = f"smk.root={root_arg('ext4')}"
+    # One disk each (the same image, read-only; microvm has few free IRQs), so
+    # the root can be named by path.
+    base = "smk.root=/dev/vda"
     disk = [(imgs["ext4"], None, True)]
     g1 = Guest(a, base + " smk.hostname=smk-a", disk, name="net-a",
                net=f"listen=127.0.0.1:{port}")
@@ -746,7 +748,8 @@ def main():
         initramfs_root(a, r)
     if "fatal" in steps:
         fatal_boot(a, r, imgs, "missing entrypoint",
-                   f"smk.root={root_arg('squashfs')} smk.entrypoint=/no/such/program", "/no/such/program")
+                   f"smk.root={root_arg('squashfs')} smk.rootfstype=squashfs smk.entrypoint=/no/such/program",
+                   "/no/such/program")
         fatal_boot(a, r, imgs, "missing root", "smk.root=LABEL=no-such-label", "LABEL=no-such-label")
     if "entrypoint" in steps:
         entrypoint_boot(a, r, imgs)
