@@ -536,9 +536,9 @@ def boot_and_check(a, r, imgs, kind, listing):
         g.close()
 
 
-def fatal_boot(a, r, imgs, name, append, expect):
+def fatal_boot(a, r, attached, name, append, expect):
     """A boot that must end in one fatal console line and a stopped machine."""
-    g = Guest(a, append, disks(imgs), name="fatal")
+    g = Guest(a, append, attached, name="fatal")
     try:
         def fn():
             rc = g.wait_exit(a.timeout)
@@ -747,10 +747,16 @@ def main():
     if "initramfs" in steps:
         initramfs_root(a, r)
     if "fatal" in steps:
-        fatal_boot(a, r, imgs, "missing entrypoint",
+        fatal_boot(a, r, disks(imgs), "missing entrypoint",
                    f"smk.root={root_arg('squashfs')} smk.rootfstype=squashfs smk.entrypoint=/no/such/program",
                    "/no/such/program")
-        fatal_boot(a, r, imgs, "missing root", "smk.root=LABEL=no-such-label", "LABEL=no-such-label")
+        fatal_boot(a, r, disks(imgs), "missing root", "smk.root=LABEL=no-such-label",
+                   "LABEL=no-such-label")
+        zero = os.path.join(a.cache, "zero.img")
+        with open(zero, "wb") as f:
+            f.truncate(4 << 20)
+        fatal_boot(a, r, [(zero, "smk-zero", True)], "unknown file system", "smk.root=SERIAL=smk-zero",
+                   "not ext4, squashfs or erofs")
     if "entrypoint" in steps:
         entrypoint_boot(a, r, imgs)
     if "net" in steps:
