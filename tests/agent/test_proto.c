@@ -1,4 +1,4 @@
-/* Unit tests of the agent's protocol code: proto.c (encoder, decoder) and
+/* Unit tests of the agent's protocol code: agent-proto.c (encoder, decoder) and
  * stream.c (frame reassembly). No I/O. */
 #include <check.h>
 #include <stdint.h>
