@@ -187,7 +187,8 @@ FSTAB
 # no-internal-process rule). One write each: a refused one leaves the rest.
 read -r ctl <$R/sys/fs/cgroup/cgroup.controllers
 for c in $ctl; do echo "+$c" >$R/sys/fs/cgroup/cgroup.subtree_control; done 2>/dev/null
-# /proc/self/exe is gone from the old root now: applets only as "$B applet".
+# /proc/self/exe is gone from the old root now: exec'd applets only as
+# "$B applet" (the NOEXEC ones by name still work: no exec).
 
 if [ -n "$root" ]; then
 	# The image lacks what the initramfs adds to it: the agent, and every
