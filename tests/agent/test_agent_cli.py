@@ -5,8 +5,13 @@ signal forwarded, cp both ways, errors.
 
 usage: test_agent_cli.py SMKERNEL AGENT   (SMK_TEST_WRAPPER: a command prefix, e.g. qemu-aarch64)
 """
+import fcntl
 import os
+import pty
 import random
+import select
+import struct
+import termios
 import shutil
 import signal
 import subprocess
@@ -70,6 +75,47 @@ try:
     out, err = proc.communicate(timeout=30)
     check(proc.returncode == 3 and b"got-int" in out, "SIGINT forwarded to the command",
           (proc.returncode, out, err))
+
+    # --tty from a terminal: the local one goes raw, the remote one gets its size, and a
+    # SIGWINCH after a local resize reaches it.
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 90, 0, 0))
+    proc = subprocess.Popen(wrapper + [smkernel, "agent", "--connect", "unix:" + sock, "exec",
+                                       "--tty", "--env", "PS1=smk$ ", "--", "sh", "-i"],
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    seen = b""
+
+    def until(want, t=20):
+        global seen
+        end = time.time() + t
+        while want not in seen and time.time() < end:
+            r, _, _ = select.select([master], [], [], 0.5)
+            if r:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:
+                    break
+        return want in seen
+
+    ok = until(b"smk$ ")
+    os.write(master, b"stty size\r")
+    ok = ok and until(b"30 90")
+    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 44, 120, 0, 0))
+    proc.send_signal(signal.SIGWINCH)  # what the kernel sends the foreground group
+    time.sleep(1)
+    seen = b""
+    os.write(master, b"stty size\r")
+    ok = ok and until(b"44 120")
+    os.write(master, b"exit 5\r")
+    try:
+        rc = proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = proc.wait()
+    os.close(master)
+    check(ok and rc == 5, "exec --tty: remote size from the local terminal, SIGWINCH resize, exit",
+          (rc, seen[-300:]))
 
     local = os.path.join(d, "in.bin")
     with open(local, "wb") as f:
