@@ -959,7 +959,8 @@ static void loop(struct conn *c)
         pf[n] = (struct pollfd){.fd = c->sfd, .events = POLLIN};
         kind[n] = 1;
         who[n++] = NULL;
-        for (int i = 0; i < MAX_WORKERS; i++) {
+        /* Replies of workers wait in their pipes while the peer is behind. */
+        for (int i = 0; i < MAX_WORKERS && queued(c) < OUT_HIGH; i++) {
             if (c->workers[i].pid && c->workers[i].fd >= 0) {
                 pf[n] = (struct pollfd){.fd = c->workers[i].fd, .events = POLLIN};
                 kind[n] = 2;
