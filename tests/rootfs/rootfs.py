@@ -752,6 +752,7 @@ def main():
                    "/no/such/program")
         fatal_boot(a, r, disks(imgs), "missing root", "smk.root=LABEL=no-such-label",
                    "LABEL=no-such-label")
+        fatal_boot(a, r, disks(imgs), "unknown root form", "smk.root=vda", "expected /dev/NAME")
         zero = os.path.join(a.cache, "zero.img")
         with open(zero, "wb") as f:
             f.truncate(4 << 20)
