@@ -415,6 +415,7 @@ class Boot:
             elif self.a.drive:
                 v2 = V2Steps(self)
                 self.step("v2 ping during a 20 s command", v2.ping_during)
+                self.step("v2 ping during a 20 s EXEC", v2.ping_during_exec)
                 self.step("v2 stream 64 MiB", v2.stream)
                 self.step("v2 stdin 16 MiB", v2.stdin)
                 self.step("v2 pty", v2.pty)
@@ -520,6 +521,13 @@ class V2Steps:
             raise StepFailed(out.strip())
         return (f"3 pings answered in at most {kv['ping_max_ms']} ms while a 20 s command ran "
                 f"(virtio-serial); SIGTERM reported as exit by signal 15")
+
+    def ping_during_exec(self):
+        out, kv = self.drive(["ping-during-exec", "--"] + self.g["sleep20"])
+        if float(kv["ping_max_ms"]) > 2000:
+            raise StepFailed(out.strip())
+        return (f"3 pings answered in at most {kv['ping_max_ms']} ms while a batch EXEC of a 20 s "
+                f"command ran on the same virtio-serial connection")
 
     def stream(self):
         out, kv = self.drive(["stream", str(STREAM_BYTES), "--"] + self.g["zeros"](STREAM_BYTES),
