@@ -320,7 +320,8 @@ def mode_pkgconfig(a, tmp):
     incdir = os.path.join(dest, "usr", "include")
     headers = sorted(os.path.relpath(os.path.join(d, f), incdir)
                      for d, _, fs in os.walk(incdir) for f in fs)
-    want = sorted(["smkernel.h", "smkernel-common.h", "smkernel-agent.h", f"smkernel-{a.arch}.h",
+    want = sorted(["smkernel.h", "smkernel-common.h", "smkernel-agent.h",
+                   "smkernel-agent-restore.h", f"smkernel-{a.arch}.h",
                    f"smkernel-{a.arch}-assets.h"])
     say(f"  headers: {' '.join(headers)}")
     if headers != want:

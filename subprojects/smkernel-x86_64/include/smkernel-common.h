@@ -220,7 +220,8 @@ SMK_API const char *smk_kernel_cmdline(void);
 }
 #endif
 
-/* The host-side client of the guest agent (smk_agent_*). */
+/* The host-side client of the guest agent (smk_agent_*), and its post-restore call. */
 #include "smkernel-agent.h"
+#include "smkernel-agent-restore.h"
 
 #endif /* SMKERNEL_COMMON_H */
