@@ -1,6 +1,6 @@
 /* Declarations shared by the agent's Linux-side files. */
-#ifndef SMK_AGENT_AGENT_H
-#define SMK_AGENT_AGENT_H
+#ifndef SMKA_AGENT_AGENT_H
+#define SMKA_AGENT_AGENT_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -8,49 +8,49 @@
 
 #include "agent-proto.h"
 
-#define SMK_DEFAULT_VSOCK_PORT 5000u
-#define SMK_DEFAULT_SERIAL_NAME "smk.agent"
+#define SMKA_DEFAULT_VSOCK_PORT 5000u
+#define SMKA_DEFAULT_SERIAL_NAME "smk.agent"
 
 /* io.c */
-void smk_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void smka_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* For a PID 1 started without a console: log to the kernel log instead. */
-void smk_log_to_kmsg(void);
-int64_t smk_now_ms(void);
-uint64_t smk_boottime_ns(void);
+void smka_log_to_kmsg(void);
+int64_t smka_now_ms(void);
+uint64_t smka_boottime_ns(void);
 /* Both return -ETIMEDOUT after timeout_ms (< 0: never), which needs a
  * non-blocking fd. */
-ssize_t smk_read_some(int fd, void *buf, size_t len, int timeout_ms);
-int smk_write_all(int fd, const void *buf, size_t len, int timeout_ms);
+ssize_t smka_read_some(int fd, void *buf, size_t len, int timeout_ms);
+int smka_write_all(int fd, const void *buf, size_t len, int timeout_ms);
 /* The same, but a hang-up is believed only after it has lasted hup_grace_ms
  * (virtio-serial reports one until the host's open reaches the guest). */
-int smk_write_all_hup(int fd, const void *buf, size_t len, int timeout_ms, int hup_grace_ms);
+int smka_write_all_hup(int fd, const void *buf, size_t len, int timeout_ms, int hup_grace_ms);
 
 /* How long a virtio-serial hang-up must last before the host is taken to be
  * gone, and how often it is looked at meanwhile. */
 #define SERIAL_HUP_GRACE_MS 2000
 #define SERIAL_HUP_RECHECK_MS 50
-void smk_sleep_ms(int ms);
+void smka_sleep_ms(int ms);
 /* Reads a whole file, or stdin for "-", refusing more than max bytes. */
-int smk_slurp(const char *path, size_t max, uint8_t **data, size_t *len);
+int smka_slurp(const char *path, size_t max, uint8_t **data, size_t *len);
 
 /* serve.c */
-struct smk_serve_opts {
+struct smka_serve_opts {
     unsigned vsock_port;
     const char *serial_name;
     const char *listen; /* tests: serve only this unix:PATH, touch nothing else */
 };
-int smk_serve(const struct smk_serve_opts *opts);
+int smka_serve(const struct smka_serve_opts *opts);
 
 /* conn.c: serving one peer, in a process of its own. */
-struct smk_conn_ctx {
+struct smka_conn_ctx {
     uint64_t ready_ns;
     int test_mode; /* SHUTDOWN ends the agent instead of the machine */
 };
-void smk_serve_stream(int fd, const struct smk_conn_ctx *ctx);
-void smk_serve_serial(int fd, const struct smk_conn_ctx *ctx);
+void smka_serve_stream(int fd, const struct smka_conn_ctx *ctx);
+void smka_serve_serial(int fd, const struct smka_conn_ctx *ctx);
 
 /* exec.c */
-struct smk_exec_result {
+struct smka_exec_result {
     uint32_t status; /* enum smk_exec_status */
     uint32_t code;
     uint32_t flags;
@@ -63,44 +63,44 @@ struct smk_exec_result {
  * started, or -ECANCELED when the peer on peer_fd went away first (the
  * process group is then killed).
  */
-int smk_exec(const struct smk_msg *req, int peer_fd, int peer_is_serial,
-             struct smk_exec_result *res, char *why, size_t why_len);
-void smk_exec_result_free(struct smk_exec_result *res);
+int smka_exec(const struct smk_msg *req, int peer_fd, int peer_is_serial,
+             struct smka_exec_result *res, char *why, size_t why_len);
+void smka_exec_result_free(struct smka_exec_result *res);
 
 /* A SPAWN request's process: started in a session of its own, its stdin,
  * stdout and stderr non-blocking pipes, or all three one pseudo-terminal
  * (in is its master, out a dup of it, err -1). */
-struct smk_spawned {
+struct smka_spawned {
     pid_t pid;
     int tty;
     int in, out, err;
 };
-int smk_spawn(const struct smk_msg *req, struct smk_spawned *sp, char *why, size_t why_len);
+int smka_spawn(const struct smk_msg *req, struct smka_spawned *sp, char *why, size_t why_len);
 
 /* files.c: both return 0 or a negative errno with why[] filled. */
-int smk_write_file(const char *path, uint32_t mode, const uint8_t *data, size_t len, char *why,
+int smka_write_file(const char *path, uint32_t mode, const uint8_t *data, size_t len, char *why,
                    size_t why_len);
-int smk_read_file(const char *path, uint8_t **data, size_t *len, int *truncated, char *why,
+int smka_read_file(const char *path, uint8_t **data, size_t *len, int *truncated, char *why,
                   size_t why_len);
 
 /* control.c: guest control requests (SET_TIME ... HOSTS), run in a worker;
  * READ_FILE with its flags. Both return 0 or a negative errno with why[]. */
-int smk_control(const struct smk_msg *m, int test_mode, char *why, size_t why_len);
-int smk_read_file2(const char *path, uint32_t flags, uint8_t **data, size_t *len, int *truncated,
+int smka_control(const struct smk_msg *m, int test_mode, char *why, size_t why_len);
+int smka_read_file2(const char *path, uint32_t flags, uint8_t **data, size_t *len, int *truncated,
                    char *why, size_t why_len);
 
 /* Processes a connection may have spawned and not yet seen exit. */
-#define SMK_AGENT_MAX_PROCS 32
+#define SMKA_AGENT_MAX_PROCS 32
 
 /* system.c */
-void smk_setup_system(void);
-void smk_open_std_fds(void);
+void smka_setup_system(void);
+void smka_open_std_fds(void);
 /* Syncs and reboots or powers off; returns only on failure. */
-void smk_power(uint32_t action);
-/* PID 1 only: stops every other process first, then smk_power(). */
-void smk_pid1_shutdown(uint32_t action);
+void smka_power(uint32_t action);
+/* PID 1 only: stops every other process first, then smka_power(). */
+void smka_pid1_shutdown(uint32_t action);
 
 /* client.c */
-int smk_client_main(int argc, char **argv);
+int smka_client_main(int argc, char **argv);
 
 #endif

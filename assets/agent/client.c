@@ -34,7 +34,7 @@ struct client {
 
 static int usage_error(const char *cmd, const char *what)
 {
-    smk_log("%s: %s (see --help)", cmd, what);
+    smka_log("%s: %s (see --help)", cmd, what);
     return EXIT_USAGE;
 }
 
@@ -45,7 +45,7 @@ static int client_connect(struct client *c, int timeout_ms)
         return 0;
     int r = smk_agent_connect(c->addr, timeout_ms, &c->ag);
     if (r < 0)
-        smk_log("%s: connect %s: %s", c->cmd, c->addr, strerror(-r));
+        smka_log("%s: connect %s: %s", c->cmd, c->addr, strerror(-r));
     return r;
 }
 
@@ -54,9 +54,9 @@ static int failed(struct client *c, int r)
 {
     const char *msg = smk_agent_error(c->ag);
     if (msg && *msg)
-        smk_log("%s: %s", c->cmd, msg);
+        smka_log("%s: %s", c->cmd, msg);
     else
-        smk_log("%s: %s: %s", c->cmd, c->addr, strerror(-r));
+        smka_log("%s: %s: %s", c->cmd, c->addr, strerror(-r));
     return 1;
 }
 
@@ -119,22 +119,22 @@ static int cmd_ping(struct client *c, int n, char **args)
         /* The guest may still be booting: the socket may not exist yet, and
          * over virtio-serial a request can sit unread until the agent opens
          * its port (the library repeats its HELLO meanwhile). */
-        int64_t deadline = smk_now_ms() + wait_ms;
+        int64_t deadline = smka_now_ms() + wait_ms;
         int r = -ETIMEDOUT;
-        while (smk_now_ms() < deadline) {
-            int left = (int)(deadline - smk_now_ms());
+        while (smka_now_ms() < deadline) {
+            int left = (int)(deadline - smka_now_ms());
             r = smk_agent_connect(c->addr, left, &c->ag);
             if (r == 0) {
-                r = smk_agent_ping(c->ag, &info, (int)(deadline - smk_now_ms()));
+                r = smk_agent_ping(c->ag, &info, (int)(deadline - smka_now_ms()));
                 if (r == 0)
                     break;
                 smk_agent_close(c->ag);
                 c->ag = NULL;
             }
-            smk_sleep_ms(RETRY_MS);
+            smka_sleep_ms(RETRY_MS);
         }
         if (r < 0) {
-            smk_log("ping: %s: %s within %.3g s", c->addr, strerror(-r), (double)wait_ms / 1000);
+            smka_log("ping: %s: %s within %.3g s", c->addr, strerror(-r), (double)wait_ms / 1000);
             return 1;
         }
     }
@@ -145,7 +145,7 @@ static int cmd_ping(struct client *c, int n, char **args)
 
 static int write_out(int fd, const uint8_t *p, size_t len)
 {
-    int r = smk_write_all(fd, p, len, -1);
+    int r = smka_write_all(fd, p, len, -1);
     return r == -EPIPE ? 0 : r;
 }
 
@@ -229,9 +229,9 @@ static int cmd_exec(struct client *c, int n, char **args)
     uint8_t *in = NULL;
     size_t in_len = 0;
     if (stdin_path) {
-        int r = smk_slurp(stdin_path, SMK_MAX_DATA, &in, &in_len);
+        int r = smka_slurp(stdin_path, SMK_MAX_DATA, &in, &in_len);
         if (r < 0) {
-            smk_log("exec: stdin %s: %s", stdin_path,
+            smka_log("exec: stdin %s: %s", stdin_path,
                     r == -EFBIG ? "larger than the 15 MiB limit" : strerror(-r));
             free(env);
             return EXIT_CANNOT_RUN;
@@ -250,20 +250,20 @@ static int cmd_exec(struct client *c, int n, char **args)
     free(in);
     free(env);
     if (r < 0 && c->ag && smk_agent_error(c->ag)[0]) {
-        smk_log("%s: %s", c->cmd, smk_agent_error(c->ag));
+        smka_log("%s: %s", c->cmd, smk_agent_error(c->ag));
         return exec_failure_status((uint32_t)-r);
     }
     if (r < 0) {
         if (c->ag)
-            smk_log("exec: %s: %s", c->addr, strerror(-r));
+            smka_log("exec: %s: %s", c->addr, strerror(-r));
         return EXIT_CANNOT_RUN;
     }
     write_out(1, res.out, res.out_len);
     write_out(2, res.err, res.err_len);
     if (res.flags & SMK_AGENT_STDOUT_TRUNCATED)
-        smk_log("exec: stdout truncated to %u bytes", SMK_MAX_OUTPUT);
+        smka_log("exec: stdout truncated to %u bytes", SMK_MAX_OUTPUT);
     if (res.flags & SMK_AGENT_STDERR_TRUNCATED)
-        smk_log("exec: stderr truncated to %u bytes", SMK_MAX_OUTPUT);
+        smka_log("exec: stderr truncated to %u bytes", SMK_MAX_OUTPUT);
     int status = res.status, code = res.code;
     smk_agent_exec_result_free(&res);
     switch (status) {
@@ -272,7 +272,7 @@ static int cmd_exec(struct client *c, int n, char **args)
     case SMK_AGENT_SIGNALED:
         return 128 + (code & 0x7f);
     default:
-        smk_log("exec: timed out after %.3g s; process group killed",
+        smka_log("exec: timed out after %.3g s; process group killed",
                 (double)cmd.cmd_timeout_ms / 1000);
         return EXIT_TIMED_OUT;
     }
@@ -304,9 +304,9 @@ static int cmd_write(struct client *c, int n, char **args)
     const char *local = pos[1] ? pos[1] : "-";
     uint8_t *data;
     size_t len;
-    int r = smk_slurp(local, SMK_MAX_DATA, &data, &len);
+    int r = smka_slurp(local, SMK_MAX_DATA, &data, &len);
     if (r < 0) {
-        smk_log("write: %s: %s", local,
+        smka_log("write: %s: %s", local,
                 r == -EFBIG ? "larger than the 15 MiB limit" : strerror(-r));
         return 1;
     }
@@ -334,14 +334,14 @@ static int cmd_read(struct client *c, int n, char **args)
     r = smk_agent_read_file(c->ag, args[0], 0, &data, &len, &truncated, REPLY_MS);
     if (r < 0)
         return failed(c, r);
-    r = smk_write_all(1, data, len, -1);
+    r = smka_write_all(1, data, len, -1);
     free(data);
     if (r < 0) {
-        smk_log("read: writing to stdout: %s", strerror(-r));
+        smka_log("read: writing to stdout: %s", strerror(-r));
         return 1;
     }
     if (truncated) {
-        smk_log("read: %s: truncated to %u bytes", args[0], SMK_MAX_DATA);
+        smka_log("read: %s: truncated to %u bytes", args[0], SMK_MAX_DATA);
         return 1;
     }
     return 0;
@@ -407,7 +407,7 @@ static int cmd_bench(struct client *c, int n, char **args)
     ssize_t sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (sl <= 0) {
         free(v);
-        smk_log("bench: /proc/self/exe: %s", strerror(errno));
+        smka_log("bench: /proc/self/exe: %s", strerror(errno));
         return 1;
     }
     self[sl] = '\0';
@@ -450,7 +450,7 @@ static int cmd_bench(struct client *c, int n, char **args)
     return fflush(stdout) == 0 ? 0 : 1;
 }
 
-int smk_client_main(int argc, char **argv)
+int smka_client_main(int argc, char **argv)
 {
     if (argc < 2)
         return usage_error("client", "expected ADDR and a command");
@@ -459,7 +459,7 @@ int smk_client_main(int argc, char **argv)
     int is_exec = strcmp(c.cmd, "exec") == 0;
     if (strncmp(c.addr, "unix:", 5) != 0 && strncmp(c.addr, "vsock:", 6) != 0 &&
         strncmp(c.addr, "hvsock:", 7) != 0) {
-        smk_log("%s: bad address (want unix:PATH, vsock:CID:PORT or hvsock:PATH:PORT)", c.addr);
+        smka_log("%s: bad address (want unix:PATH, vsock:CID:PORT or hvsock:PATH:PORT)", c.addr);
         return is_exec ? EXIT_CANNOT_RUN : EXIT_USAGE;
     }
     int n = argc - 2, r;

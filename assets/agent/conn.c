@@ -85,13 +85,13 @@ struct conn {
     int64_t last_request;
     int64_t salvage_at;   /* serial: next look for a request behind a dead frame */
     int64_t send_since;   /* queued output not moving since, or -1 */
-    const struct smk_conn_ctx *ctx;
-    struct smk_stream st;
+    const struct smka_conn_ctx *ctx;
+    struct smka_stream st;
     struct smk_buf out; /* frames for the peer */
     size_t out_off;
     int sfd;
     uint32_t next_proc;
-    struct proc procs[SMK_AGENT_MAX_PROCS];
+    struct proc procs[SMKA_AGENT_MAX_PROCS];
     struct worker workers[MAX_WORKERS];
 };
 
@@ -114,7 +114,7 @@ static void queue(struct conn *c, struct smk_buf *b)
                 cap += cap / 2;
                 uint8_t *p = malloc(cap);
                 if (!p) {
-                    smk_log("dropping a reply: out of memory");
+                    smka_log("dropping a reply: out of memory");
                     smk_buf_free(b);
                     return;
                 }
@@ -129,7 +129,7 @@ static void queue(struct conn *c, struct smk_buf *b)
             c->out.len += b->len;
         }
         if (c->send_since < 0)
-            c->send_since = smk_now_ms();
+            c->send_since = smka_now_ms();
     }
     smk_buf_free(b);
 }
@@ -173,7 +173,7 @@ static void reply_empty(struct conn *c, const struct smk_msg *m, uint16_t type)
 
 static struct proc *find_proc(struct conn *c, uint32_t id)
 {
-    for (int i = 0; i < SMK_AGENT_MAX_PROCS; i++)
+    for (int i = 0; i < SMKA_AGENT_MAX_PROCS; i++)
         if (c->procs[i].used && c->procs[i].id == id)
             return &c->procs[i];
     return NULL;
@@ -281,17 +281,17 @@ static void proc_write(struct conn *c, struct proc *p)
 static void handle_spawn(struct conn *c, const struct smk_msg *m)
 {
     struct proc *p = NULL;
-    for (int i = 0; i < SMK_AGENT_MAX_PROCS && !p; i++)
+    for (int i = 0; i < SMKA_AGENT_MAX_PROCS && !p; i++)
         if (!c->procs[i].used)
             p = &c->procs[i];
     if (!p) {
         reply_error(c, m->hdr.id, m->hdr.version, SMK_EAGAIN,
-                    "too many processes: at most %d per connection", SMK_AGENT_MAX_PROCS);
+                    "too many processes: at most %d per connection", SMKA_AGENT_MAX_PROCS);
         return;
     }
-    struct smk_spawned sp;
+    struct smka_spawned sp;
     char why[512];
-    int r = smk_spawn(m, &sp, why, sizeof(why));
+    int r = smka_spawn(m, &sp, why, sizeof(why));
     if (r < 0) {
         reply_error(c, m->hdr.id, m->hdr.version, -r, "%s", why);
         return;
@@ -429,7 +429,7 @@ static void handle_attach(struct conn *c, const struct smk_msg *m)
  * (serial), or are killed with their connection (sockets). */
 static void detach_all(struct conn *c, int kill_them)
 {
-    for (int i = 0; i < SMK_AGENT_MAX_PROCS; i++) {
+    for (int i = 0; i < SMKA_AGENT_MAX_PROCS; i++) {
         struct proc *p = &c->procs[i];
         if (!p->used)
             continue;
@@ -449,12 +449,12 @@ static void run_worker(const struct smk_msg *m, int cancel, struct smk_buf *b, i
     uint32_t id = m->hdr.id;
     switch (m->hdr.type) {
     case SMK_EXEC: {
-        struct smk_exec_result res;
-        r = smk_exec(m, cancel, 0, &res, why, sizeof(why));
+        struct smka_exec_result res;
+        r = smka_exec(m, cancel, 0, &res, why, sizeof(why));
         if (r == 0) {
             r = smk_encode_exec_reply(b, id, res.status, res.code, res.flags, res.out,
                                       res.out_len, res.err, res.err_len);
-            smk_exec_result_free(&res);
+            smka_exec_result_free(&res);
             if (r < 0)
                 snprintf(why, sizeof(why), "encoding the reply: %s", strerror(-r));
         }
@@ -464,7 +464,7 @@ static void run_worker(const struct smk_msg *m, int cancel, struct smk_buf *b, i
         char path[SMK_MAX_PATH + 1];
         memcpy(path, m->u.write_file.path.ptr, m->u.write_file.path.len);
         path[m->u.write_file.path.len] = '\0';
-        r = smk_write_file(path, m->u.write_file.mode, m->u.write_file.data.ptr,
+        r = smka_write_file(path, m->u.write_file.mode, m->u.write_file.data.ptr,
                            m->u.write_file.data.len, why, sizeof(why));
         if (r == 0)
             r = smk_encode_empty(b, SMK_WRITE_FILE_REPLY, id);
@@ -477,7 +477,7 @@ static void run_worker(const struct smk_msg *m, int cancel, struct smk_buf *b, i
         uint8_t *data = NULL;
         size_t len = 0;
         int truncated = 0;
-        r = smk_read_file2(path, m->u.read_file.flags, &data, &len, &truncated, why,
+        r = smka_read_file2(path, m->u.read_file.flags, &data, &len, &truncated, why,
                            sizeof(why));
         if (r == 0)
             r = smk_encode_read_reply(b, id, truncated ? SMK_READ_TRUNCATED : 0, data, len);
@@ -485,7 +485,7 @@ static void run_worker(const struct smk_msg *m, int cancel, struct smk_buf *b, i
         break;
     }
     default:
-        r = smk_control(m, test_mode, why, sizeof(why));
+        r = smka_control(m, test_mode, why, sizeof(why));
         if (r == 0)
             r = smk_encode_empty(b, SMK_CONTROL_REPLY, id);
         break;
@@ -530,7 +530,7 @@ static void start_worker(struct conn *c, const struct smk_msg *m)
         close(cancel[1]);
         close(c->fd);
         close(c->sfd);
-        for (int i = 0; i < SMK_AGENT_MAX_PROCS; i++) {
+        for (int i = 0; i < SMKA_AGENT_MAX_PROCS; i++) {
             if (!c->procs[i].used)
                 continue;
             close_fd(&c->procs[i].in);
@@ -543,7 +543,7 @@ static void start_worker(struct conn *c, const struct smk_msg *m)
         }
         struct smk_buf b = {.version = m->hdr.version};
         run_worker(m, cancel[0], &b, c->ctx->test_mode);
-        int r = smk_write_all(res[1], b.data, b.len, -1);
+        int r = smka_write_all(res[1], b.data, b.len, -1);
         _exit(r < 0 ? 1 : 0);
     }
     int e = errno;
@@ -624,12 +624,12 @@ static void reap(struct conn *c)
                     worker_finish(c, w);
             }
         }
-        for (int i = 0; i < SMK_AGENT_MAX_PROCS; i++) {
+        for (int i = 0; i < SMKA_AGENT_MAX_PROCS; i++) {
             struct proc *p = &c->procs[i];
             if (p->used && p->pid == pid && !p->exited) {
                 p->exited = 1;
                 p->status = status;
-                p->exited_at = smk_now_ms();
+                p->exited_at = smka_now_ms();
                 if (p->stdin_closing || p->stdin_head) {
                     /* Nobody will read what is queued: answer it. */
                     while (p->stdin_head) {
@@ -655,22 +655,22 @@ static void handle_hello(struct conn *c, const struct smk_msg *m)
                                                              : SMK_PROTO_VERSION;
     struct smk_buf b = {.version = m->hdr.version};
     reply(c, m, &b,
-          smk_encode_hello_reply(&b, m->hdr.id, v, SMK_AGENT_MAX_PROCS, SMK_DEFAULT_WINDOW,
-                                 SMK_AGENT_VERSION));
+          smk_encode_hello_reply(&b, m->hdr.id, v, SMKA_AGENT_MAX_PROCS, SMK_DEFAULT_WINDOW,
+                                 SMKA_AGENT_VERSION));
 }
 
 static void handle_ping(struct conn *c, const struct smk_msg *m)
 {
     struct smk_buf b = {.version = m->hdr.version};
     reply(c, m, &b,
-          smk_encode_ping_reply(&b, m->hdr.id, smk_boottime_ns(), c->ctx->ready_ns,
-                                SMK_AGENT_VERSION));
+          smk_encode_ping_reply(&b, m->hdr.id, smka_boottime_ns(), c->ctx->ready_ns,
+                                SMKA_AGENT_VERSION));
 }
 
 static void flush_blocking(struct conn *c)
 {
     if (queued(c))
-        smk_write_all_hup(c->fd, c->out.data + c->out_off, queued(c), SEND_MS,
+        smka_write_all_hup(c->fd, c->out.data + c->out_off, queued(c), SEND_MS,
                           c->serial ? SERIAL_HUP_GRACE_MS : 0);
     c->out_off = c->out.len;
 }
@@ -686,27 +686,27 @@ static void handle_shutdown(struct conn *c, const struct smk_msg *m)
     flush_blocking(c);
     /* Waits for the client to hang up after it has its reply, so the reply
      * is not lost in a virtqueue when the machine goes down. */
-    int64_t deadline = smk_now_ms() + LINGER_MS;
+    int64_t deadline = smka_now_ms() + LINGER_MS;
     uint8_t buf[256];
     for (;;) {
-        int64_t left = deadline - smk_now_ms();
-        if (left <= 0 || smk_read_some(c->fd, buf, sizeof(buf), (int)left) <= 0)
+        int64_t left = deadline - smka_now_ms();
+        if (left <= 0 || smka_read_some(c->fd, buf, sizeof(buf), (int)left) <= 0)
             break;
     }
     const char *what = action == SMK_SHUTDOWN_POWEROFF ? "poweroff" : "reboot";
     if (c->ctx->test_mode) {
-        smk_log("%s requested; test mode, so only the agent stops", what);
+        smka_log("%s requested; test mode, so only the agent stops", what);
         detach_all(c, 1);
         kill(getppid(), SIGTERM);
         _exit(0);
     }
-    smk_log("%s requested", what);
-    smk_power(action);
+    smka_log("%s requested", what);
+    smka_power(action);
 }
 
 static void handle(struct conn *c, const struct smk_msg *m)
 {
-    c->last_request = smk_now_ms();
+    c->last_request = smka_now_ms();
     switch (m->hdr.type) {
     case SMK_PING:
         handle_ping(c, m);
@@ -756,7 +756,7 @@ static void handle(struct conn *c, const struct smk_msg *m)
 }
 
 /* The request id of a partly received frame, for the error reply. */
-static uint32_t pending_id(const struct smk_stream *st)
+static uint32_t pending_id(const struct smka_stream *st)
 {
     struct smk_msg m;
     smk_decode(st->frame ? st->frame : st->head, st->frame ? SMK_HEADER_SIZE : st->have, &m);
@@ -781,11 +781,11 @@ static void got(struct conn *c, int k, struct smk_msg *m)
  * what was meant for it is dropped, and the next client starts clean. */
 static void serial_host_gone(struct conn *c)
 {
-    if (smk_stream_partial(&c->st))
-        smk_log("host disconnected in the middle of a frame; dropped it");
-    smk_stream_reset(&c->st);
+    if (smka_stream_partial(&c->st))
+        smka_log("host disconnected in the middle of a frame; dropped it");
+    smka_stream_reset(&c->st);
     if (queued(c) || c->peer_gone)
-        smk_log("host disconnected; %zu bytes of replies dropped", queued(c));
+        smka_log("host disconnected; %zu bytes of replies dropped", queued(c));
     c->out_off = c->out.len;
     c->send_since = -1;
     c->peer_gone = 0;
@@ -804,7 +804,7 @@ static void receive(struct conn *c)
 {
     for (int i = 0; i < 16 && !c->over; i++) {
         size_t n;
-        uint8_t *p = smk_stream_want(&c->st, &n);
+        uint8_t *p = smka_stream_want(&c->st, &n);
         if (!p) {
             c->over = 1;
             return;
@@ -813,10 +813,10 @@ static void receive(struct conn *c)
         if (r < 0 && (errno == EAGAIN || errno == EINTR))
             return;
         if (r < 0) {
-            smk_log("reading a request: %s", strerror(errno));
+            smka_log("reading a request: %s", strerror(errno));
             c->over = !c->serial;
             if (c->serial)
-                c->paused_until = smk_now_ms() + RECONNECT_POLL_MS;
+                c->paused_until = smka_now_ms() + RECONNECT_POLL_MS;
             return;
         }
         if (r == 0) {
@@ -827,23 +827,23 @@ static void receive(struct conn *c)
             /* With several vCPUs the host's "port open" may reach the guest
              * after the first bytes of its request: a hang-up is believed
              * once it has lasted. */
-            int64_t now = smk_now_ms();
+            int64_t now = smka_now_ms();
             if (c->hup_since < 0)
                 c->hup_since = now;
             if (now - c->hup_since >= SERIAL_HUP_GRACE_MS)
                 serial_host_gone(c);
-            c->paused_until = now + (smk_stream_partial(&c->st) ? SERIAL_HUP_RECHECK_MS
+            c->paused_until = now + (smka_stream_partial(&c->st) ? SERIAL_HUP_RECHECK_MS
                                                                 : RECONNECT_POLL_MS);
             return;
         }
         c->hup_since = -1;
-        c->last_rx = smk_now_ms();
+        c->last_rx = smka_now_ms();
         c->salvage_at = c->last_rx + SALVAGE_QUIET_MS;
         struct smk_msg m;
-        int k = smk_stream_advance(&c->st, (size_t)r, &m);
+        int k = smka_stream_advance(&c->st, (size_t)r, &m);
         got(c, k, &m);
-        while (!c->over && smk_stream_backlog(&c->st)) {
-            k = smk_stream_replay(&c->st, &m);
+        while (!c->over && smka_stream_backlog(&c->st)) {
+            k = smka_stream_replay(&c->st, &m);
             got(c, k, &m);
         }
     }
@@ -852,25 +852,25 @@ static void receive(struct conn *c)
 /* Time-driven parts of receiving: stalled frames, idle connections. */
 static void timers(struct conn *c)
 {
-    int64_t now = smk_now_ms();
-    if (smk_stream_partial(&c->st)) {
+    int64_t now = smka_now_ms();
+    if (smka_stream_partial(&c->st)) {
         int64_t quiet = now - c->last_rx;
         if (c->serial && now >= c->salvage_at && quiet < STALL_MS) {
             uint32_t id = pending_id(&c->st);
             c->salvage_at = now + SALVAGE_QUIET_MS;
-            if (smk_stream_salvage(&c->st)) {
-                smk_log("dropping a frame that stopped arriving: a newer request follows it");
+            if (smka_stream_salvage(&c->st)) {
+                smka_log("dropping a frame that stopped arriving: a newer request follows it");
                 reply_error(c, id, SMK_PROTO_MIN_VERSION, SMK_ETIMEDOUT,
                             "incomplete frame: nothing received for %lld ms, then a new request",
                             (long long)quiet);
                 struct smk_msg m;
-                while (!c->over && smk_stream_backlog(&c->st)) {
-                    int k = smk_stream_replay(&c->st, &m);
+                while (!c->over && smka_stream_backlog(&c->st)) {
+                    int k = smka_stream_replay(&c->st, &m);
                     got(c, k, &m);
                 }
             }
         } else if (quiet >= STALL_MS) {
-            smk_log("dropping a frame that stopped arriving");
+            smka_log("dropping a frame that stopped arriving");
             reply_error(c, pending_id(&c->st), SMK_PROTO_MIN_VERSION, SMK_ETIMEDOUT,
                         "incomplete frame: nothing received for %d s", STALL_MS / 1000);
             if (!c->serial) {
@@ -879,18 +879,18 @@ static void timers(struct conn *c)
             }
             /* The next client's request may be in the dropped bytes with
              * more of it to come: look for it from the first magic on. */
-            smk_stream_rescan(&c->st);
+            smka_stream_rescan(&c->st);
             struct smk_msg m;
-            while (!c->over && smk_stream_backlog(&c->st)) {
-                int k = smk_stream_replay(&c->st, &m);
+            while (!c->over && smka_stream_backlog(&c->st)) {
+                int k = smka_stream_replay(&c->st, &m);
                 got(c, k, &m);
             }
             c->last_rx = now;
         }
     }
-    if (!c->serial && !smk_stream_partial(&c->st) && now - c->last_request >= IDLE_MS) {
+    if (!c->serial && !smka_stream_partial(&c->st) && now - c->last_request >= IDLE_MS) {
         int busy = 0;
-        for (int i = 0; i < SMK_AGENT_MAX_PROCS; i++)
+        for (int i = 0; i < SMKA_AGENT_MAX_PROCS; i++)
             busy |= c->procs[i].used;
         for (int i = 0; i < MAX_WORKERS; i++)
             busy |= c->workers[i].pid != 0;
@@ -898,13 +898,13 @@ static void timers(struct conn *c)
             c->over = 1;
     }
     if (queued(c) && c->send_since >= 0 && now - c->send_since >= SEND_MS) {
-        smk_log("the peer took no reply for %d s", SEND_MS / 1000);
+        smka_log("the peer took no reply for %d s", SEND_MS / 1000);
         if (c->serial)
             serial_host_gone(c);
         else
             c->over = 1;
     }
-    for (int i = 0; i < SMK_AGENT_MAX_PROCS; i++) {
+    for (int i = 0; i < SMKA_AGENT_MAX_PROCS; i++) {
         struct proc *p = &c->procs[i];
         if (p->used && p->exited && !p->sub && now - p->exited_at >= DETACHED_EXIT_MS)
             proc_free(p);
@@ -922,19 +922,19 @@ static void send_some(struct conn *c)
                 /* Not connected: the hang-up path decides. */
                 return;
             }
-            smk_log("sending reply: %s", strerror(errno));
+            smka_log("sending reply: %s", strerror(errno));
             c->over = 1;
             return;
         }
         c->out_off += (size_t)w;
-        c->send_since = smk_now_ms();
+        c->send_since = smka_now_ms();
     }
     c->send_since = -1;
     smk_buf_free(&c->out);
     c->out_off = 0;
 }
 
-enum { MAXFD = 2 + MAX_WORKERS + 3 * SMK_AGENT_MAX_PROCS };
+enum { MAXFD = 2 + MAX_WORKERS + 3 * SMKA_AGENT_MAX_PROCS };
 
 static void loop(struct conn *c)
 {
@@ -943,7 +943,7 @@ static void loop(struct conn *c)
         void *who[MAXFD];
         int kind[MAXFD];
         int n = 0;
-        int64_t now = smk_now_ms();
+        int64_t now = smka_now_ms();
         short ev = 0;
         if (queued(c) < OUT_HIGH)
             ev |= POLLIN;
@@ -968,7 +968,7 @@ static void loop(struct conn *c)
             }
         }
         int room = queued(c) < OUT_HIGH / 2;
-        for (int i = 0; i < SMK_AGENT_MAX_PROCS; i++) {
+        for (int i = 0; i < SMKA_AGENT_MAX_PROCS; i++) {
             struct proc *p = &c->procs[i];
             if (!p->used)
                 continue;
@@ -990,7 +990,7 @@ static void loop(struct conn *c)
             }
         }
         int wait = 60000;
-        if (smk_stream_partial(&c->st))
+        if (smka_stream_partial(&c->st))
             wait = c->serial ? SALVAGE_QUIET_MS / 4 : 1000;
         if (conn_i < 0) {
             int64_t left = c->paused_until - now;
@@ -1001,8 +1001,8 @@ static void loop(struct conn *c)
             wait = 1000;
         int r = poll(pf, (nfds_t)n, wait);
         if (r < 0 && errno != EINTR) {
-            smk_log("poll: %s", strerror(errno));
-            smk_sleep_ms(100);
+            smka_log("poll: %s", strerror(errno));
+            smka_sleep_ms(100);
             continue;
         }
         for (int i = 0; r > 0 && i < n && !c->over; i++) {
@@ -1059,11 +1059,11 @@ static void loop(struct conn *c)
     }
 }
 
-static void serve(int fd, int serial, const struct smk_conn_ctx *ctx)
+static void serve(int fd, int serial, const struct smka_conn_ctx *ctx)
 {
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
-        smk_log("serving a connection: out of memory");
+        smka_log("serving a connection: out of memory");
         close(fd);
         return;
     }
@@ -1072,10 +1072,10 @@ static void serve(int fd, int serial, const struct smk_conn_ctx *ctx)
     c->ctx = ctx;
     c->hup_since = -1;
     c->send_since = -1;
-    c->last_request = smk_now_ms();
+    c->last_request = smka_now_ms();
     for (int i = 0; i < MAX_WORKERS; i++)
         c->workers[i].fd = c->workers[i].cancel = -1;
-    for (int i = 0; i < SMK_AGENT_MAX_PROCS; i++)
+    for (int i = 0; i < SMKA_AGENT_MAX_PROCS; i++)
         c->procs[i].in = c->procs[i].out = c->procs[i].err = -1;
     sigset_t mask;
     sigemptyset(&mask);
@@ -1083,17 +1083,17 @@ static void serve(int fd, int serial, const struct smk_conn_ctx *ctx)
     sigprocmask(SIG_BLOCK, &mask, NULL);
     c->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     if (c->sfd < 0) {
-        smk_log("signalfd: %s", strerror(errno));
+        smka_log("signalfd: %s", strerror(errno));
         close(fd);
         free(c);
         return;
     }
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    smk_stream_init(&c->st, serial);
+    smka_stream_init(&c->st, serial);
     loop(c);
     /* A last error reply (garbage, a stalled frame) is worth a short try. */
     if (queued(c) && !c->serial)
-        smk_write_all(fd, c->out.data + c->out_off, queued(c), 2000);
+        smka_write_all(fd, c->out.data + c->out_off, queued(c), 2000);
     /* The connection is over: its processes and commands go with it. */
     detach_all(c, 1);
     for (int i = 0; i < MAX_WORKERS; i++) {
@@ -1103,19 +1103,19 @@ static void serve(int fd, int serial, const struct smk_conn_ctx *ctx)
             close_fd(&w->fd);
         }
     }
-    smk_stream_free(&c->st);
+    smka_stream_free(&c->st);
     smk_buf_free(&c->out);
     close(fd);
     close(c->sfd);
     free(c);
 }
 
-void smk_serve_stream(int fd, const struct smk_conn_ctx *ctx)
+void smka_serve_stream(int fd, const struct smka_conn_ctx *ctx)
 {
     serve(fd, 0, ctx);
 }
 
-void smk_serve_serial(int fd, const struct smk_conn_ctx *ctx)
+void smka_serve_serial(int fd, const struct smka_conn_ctx *ctx)
 {
     serve(fd, 1, ctx);
 }

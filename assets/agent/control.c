@@ -14,11 +14,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int smk_read_file2(const char *path, uint32_t flags, uint8_t **data, size_t *len, int *truncated,
+int smka_read_file2(const char *path, uint32_t flags, uint8_t **data, size_t *len, int *truncated,
                    char *why, size_t why_len)
 {
     if (!(flags & SMK_READ_NOFOLLOW))
-        return smk_read_file(path, data, len, truncated, why, why_len);
+        return smka_read_file(path, data, len, truncated, why, why_len);
     /* The file itself, never what a symlink there points to: held by an
      * O_PATH descriptor and read through it, so nothing can be swapped in
      * between the check and the read. */
@@ -38,7 +38,7 @@ int smk_read_file2(const char *path, uint32_t flags, uint8_t **data, size_t *len
     }
     char proc[64];
     snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-    int r = smk_read_file(proc, data, len, truncated, why, why_len);
+    int r = smka_read_file(proc, data, len, truncated, why, why_len);
     close(fd);
     if (r < 0) {
         /* Name the caller's path, not the descriptor's. */
@@ -119,7 +119,7 @@ static int route(const struct smk_msg *m, char *why, size_t why_len)
     return r;
 }
 
-int smk_control(const struct smk_msg *m, int test_mode, char *why, size_t why_len)
+int smka_control(const struct smk_msg *m, int test_mode, char *why, size_t why_len)
 {
     /* serve --listen (tests) changes nothing on the machine it runs on. */
     const char *etc = NULL;

@@ -240,8 +240,8 @@ static int peer_gone(int fd, int is_serial, short revents, int *watch)
     return r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR);
 }
 
-int smk_exec(const struct smk_msg *req, int peer_fd, int peer_is_serial,
-             struct smk_exec_result *res, char *why, size_t why_len)
+int smka_exec(const struct smk_msg *req, int peer_fd, int peer_is_serial,
+             struct smka_exec_result *res, char *why, size_t why_len)
 {
     memset(res, 0, sizeof(*res));
     struct plan plan;
@@ -318,7 +318,7 @@ int smk_exec(const struct smk_msg *req, int peer_fd, int peer_is_serial,
     int pidfd = -1;
 #endif
     uint32_t timeout_ms = req->u.exec.timeout_ms;
-    int64_t deadline = timeout_ms ? smk_now_ms() + timeout_ms : -1;
+    int64_t deadline = timeout_ms ? smka_now_ms() + timeout_ms : -1;
     int watch_peer = peer_fd >= 0, status = 0, exited = 0, timed_out = 0, cancelled = 0;
     int64_t hup_since = -1, peer_recheck = 0;
     int poll_errno = 0;
@@ -335,13 +335,13 @@ int smk_exec(const struct smk_msg *req, int peer_fd, int peer_is_serial,
             pf[i_pid = n++] = (struct pollfd){.fd = pidfd, .events = POLLIN};
         /* A serial hang-up that may be transient is looked at again later,
          * not spun on (poll reports it at once for as long as it lasts). */
-        int peer_due = smk_now_ms() >= peer_recheck;
+        int peer_due = smka_now_ms() >= peer_recheck;
         if (watch_peer && peer_due)
             pf[i_peer = n++] =
                 (struct pollfd){.fd = peer_fd, .events = peer_is_serial ? 0 : POLLIN | POLLRDHUP};
         int wait_ms = -1;
         if (deadline >= 0) {
-            int64_t left = deadline - smk_now_ms();
+            int64_t left = deadline - smka_now_ms();
             wait_ms = left < 0 ? 0 : left > 0x7fffffff ? 0x7fffffff : (int)left;
         }
         if (watch_peer && !peer_due && (wait_ms < 0 || wait_ms > SERIAL_HUP_RECHECK_MS))
@@ -353,7 +353,7 @@ int smk_exec(const struct smk_msg *req, int peer_fd, int peer_is_serial,
         if (r < 0 && errno != EINTR)
             poll_errno = errno;
         if (r <= 0) {
-            if (deadline >= 0 && smk_now_ms() >= deadline)
+            if (deadline >= 0 && smka_now_ms() >= deadline)
                 timed_out = 1;
             else if (pidfd < 0 && waitpid(pid, &status, WNOHANG) == pid)
                 exited = 1;
@@ -379,7 +379,7 @@ int smk_exec(const struct smk_msg *req, int peer_fd, int peer_is_serial,
             peer_gone(peer_fd, peer_is_serial, pf[i_peer].revents, &watch_peer)) {
             /* The host's "port open" can reach the guest after its request
              * (another virtqueue): believe a serial hang-up once it lasts. */
-            int64_t now = smk_now_ms();
+            int64_t now = smka_now_ms();
             if (hup_since < 0)
                 hup_since = now;
             if (!peer_is_serial || now - hup_since >= SERIAL_HUP_GRACE_MS)
@@ -447,7 +447,7 @@ static int open_pty(int *master, char *slave, size_t slave_len)
     return 0;
 }
 
-int smk_spawn(const struct smk_msg *req, struct smk_spawned *sp, char *why, size_t why_len)
+int smka_spawn(const struct smk_msg *req, struct smka_spawned *sp, char *why, size_t why_len)
 {
     memset(sp, 0, sizeof(*sp));
     sp->in = sp->out = sp->err = -1;
@@ -563,7 +563,7 @@ int smk_spawn(const struct smk_msg *req, struct smk_spawned *sp, char *why, size
     return 0;
 }
 
-void smk_exec_result_free(struct smk_exec_result *res)
+void smka_exec_result_free(struct smka_exec_result *res)
 {
     free(res->out);
     free(res->err);

@@ -86,7 +86,7 @@ static int write_in_place_at(int dirfd, const char *name, const void *data, size
     struct stat st;
     int r = fstat(fd, &st) < 0 ? -errno : S_ISREG(st.st_mode) ? 0 : -EEXIST;
     if (r == 0)
-        r = smk_write_all(fd, data, len, -1);
+        r = smka_write_all(fd, data, len, -1);
     if (close(fd) < 0 && r == 0)
         r = -errno;
     return r;
@@ -117,7 +117,7 @@ int smka_replace_file_at(int dirfd, const char *name, unsigned mode, const void 
     int fd = create_temp_at(dirfd, tmp);
     if (fd < 0)
         return fd;
-    int r = smk_write_all(fd, data, len, -1);
+    int r = smka_write_all(fd, data, len, -1);
     if (r == 0 && fchmod(fd, (mode_t)mode) < 0)
         r = -errno;
     if (r == 0 && fsync(fd) < 0)
@@ -200,7 +200,7 @@ static int describe(char *why, size_t why_len, int err, const char *what, const 
     return fail(why, why_len, err, what, path);
 }
 
-int smk_write_file(const char *path, uint32_t mode, const uint8_t *data, size_t len, char *why,
+int smka_write_file(const char *path, uint32_t mode, const uint8_t *data, size_t len, char *why,
                    size_t why_len)
 {
     if (path[0] != '/')
@@ -288,7 +288,7 @@ int smka_read_fd(int fd, size_t max, uint8_t **data, size_t *len, int *truncated
     return 0;
 }
 
-int smk_read_file(const char *path, uint8_t **data, size_t *len, int *truncated, char *why,
+int smka_read_file(const char *path, uint8_t **data, size_t *len, int *truncated, char *why,
                   size_t why_len)
 {
     int fd = open_for_read(path);

@@ -11,8 +11,8 @@
  * is returned as its errno. Only libc is used (raw rtnetlink, no libnl, no
  * ip(8)), so the static agent carries it all.
  */
-#ifndef SMK_AGENT_GUESTCTL_H
-#define SMK_AGENT_GUESTCTL_H
+#ifndef SMKA_AGENT_GUESTCTL_H
+#define SMKA_AGENT_GUESTCTL_H
 
 #include <stddef.h>
 #include <stdint.h>

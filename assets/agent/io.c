@@ -13,14 +13,14 @@
 
 static int log_fd = 2;
 
-void smk_log_to_kmsg(void)
+void smka_log_to_kmsg(void)
 {
     int fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC | O_NOCTTY);
     if (fd >= 0)
         log_fd = fd;
 }
 
-void smk_log(const char *fmt, ...)
+void smka_log(const char *fmt, ...)
 {
     char line[1024];
     int n = snprintf(line, sizeof(line), "supermachine-agent: ");
@@ -39,21 +39,21 @@ void smk_log(const char *fmt, ...)
     (void)w;
 }
 
-int64_t smk_now_ms(void)
+int64_t smka_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-uint64_t smk_boottime_ns(void)
+uint64_t smka_boottime_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_BOOTTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-void smk_sleep_ms(int ms)
+void smka_sleep_ms(int ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
@@ -64,13 +64,13 @@ static int remaining(int64_t deadline)
 {
     if (deadline < 0)
         return -1;
-    int64_t left = deadline - smk_now_ms();
+    int64_t left = deadline - smka_now_ms();
     return left < 0 ? 0 : left > 0x7fffffff ? 0x7fffffff : (int)left;
 }
 
-ssize_t smk_read_some(int fd, void *buf, size_t len, int timeout_ms)
+ssize_t smka_read_some(int fd, void *buf, size_t len, int timeout_ms)
 {
-    int64_t deadline = timeout_ms < 0 ? -1 : smk_now_ms() + timeout_ms;
+    int64_t deadline = timeout_ms < 0 ? -1 : smka_now_ms() + timeout_ms;
     for (;;) {
         ssize_t r = read(fd, buf, len);
         if (r >= 0)
@@ -88,14 +88,14 @@ ssize_t smk_read_some(int fd, void *buf, size_t len, int timeout_ms)
     }
 }
 
-int smk_write_all(int fd, const void *buf, size_t len, int timeout_ms)
+int smka_write_all(int fd, const void *buf, size_t len, int timeout_ms)
 {
-    return smk_write_all_hup(fd, buf, len, timeout_ms, 0);
+    return smka_write_all_hup(fd, buf, len, timeout_ms, 0);
 }
 
-int smk_write_all_hup(int fd, const void *buf, size_t len, int timeout_ms, int hup_grace_ms)
+int smka_write_all_hup(int fd, const void *buf, size_t len, int timeout_ms, int hup_grace_ms)
 {
-    int64_t deadline = timeout_ms < 0 ? -1 : smk_now_ms() + timeout_ms;
+    int64_t deadline = timeout_ms < 0 ? -1 : smka_now_ms() + timeout_ms;
     int64_t hup_since = -1;
     const uint8_t *p = buf;
     while (len > 0) {
@@ -122,7 +122,7 @@ int smk_write_all_hup(int fd, const void *buf, size_t len, int timeout_ms, int h
          * marks the host connected, and the port reports the hang-up until
          * then. So a serial port gets a short grace period to come back. */
         if (n > 0 && !(pf.revents & POLLOUT) && (pf.revents & (POLLHUP | POLLERR | POLLNVAL))) {
-            int64_t now = smk_now_ms();
+            int64_t now = smka_now_ms();
             if (hup_since < 0)
                 hup_since = now;
             if (now - hup_since >= hup_grace_ms || (pf.revents & POLLNVAL))
@@ -134,7 +134,7 @@ int smk_write_all_hup(int fd, const void *buf, size_t len, int timeout_ms, int h
     return 0;
 }
 
-int smk_slurp(const char *path, size_t max, uint8_t **data, size_t *len)
+int smka_slurp(const char *path, size_t max, uint8_t **data, size_t *len)
 {
     int fd = strcmp(path, "-") == 0 ? 0 : open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
@@ -156,7 +156,7 @@ int smk_slurp(const char *path, size_t max, uint8_t **data, size_t *len)
             buf = p;
             cap *= 2;
         }
-        ssize_t r = smk_read_some(fd, buf + n, cap - n, -1);
+        ssize_t r = smka_read_some(fd, buf + n, cap - n, -1);
         if (r < 0)
             err = (int)r;
         else if (r == 0)

@@ -46,9 +46,9 @@ static int parse_port(const char *s, unsigned *port)
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "client") == 0)
-        return smk_client_main(argc - 2, argv + 2);
+        return smka_client_main(argc - 2, argv + 2);
     if (argc == 2 && strcmp(argv[1], "--version") == 0) {
-        printf("supermachine-agent %s (protocol %d)\n", SMK_AGENT_VERSION, SMK_PROTO_VERSION);
+        printf("supermachine-agent %s (protocol %d)\n", SMKA_AGENT_VERSION, SMK_PROTO_VERSION);
         return 0;
     }
     if (argc == 2 && strcmp(argv[1], "--help") == 0) {
@@ -59,8 +59,8 @@ int main(int argc, char **argv)
     /* As PID 1 the kernel passes on unknown command-line words as arguments;
      * refusing to start over them would panic the machine. */
     int pid1 = getpid() == 1;
-    struct smk_serve_opts opts = {.vsock_port = SMK_DEFAULT_VSOCK_PORT,
-                                  .serial_name = SMK_DEFAULT_SERIAL_NAME};
+    struct smka_serve_opts opts = {.vsock_port = SMKA_DEFAULT_VSOCK_PORT,
+                                  .serial_name = SMKA_DEFAULT_SERIAL_NAME};
     for (int i = argc > 1 && strcmp(argv[1], "serve") == 0 ? 2 : 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--vsock-port") == 0 && v && parse_port(v, &opts.vsock_port) == 0) {
@@ -70,17 +70,17 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--listen") == 0 && v) {
             opts.listen = argv[++i];
         } else if (pid1) {
-            smk_log("ignoring argument %s", a);
+            smka_log("ignoring argument %s", a);
         } else {
-            smk_log("serve: bad argument %s (see --help)", a);
+            smka_log("serve: bad argument %s (see --help)", a);
             return 2;
         }
     }
-    int r = smk_serve(&opts);
+    int r = smka_serve(&opts);
     if (pid1) {
         /* PID 1 must not exit: the kernel would panic. */
-        smk_log("serving stopped; rebooting");
-        smk_power(SMK_SHUTDOWN_REBOOT);
+        smka_log("serving stopped; rebooting");
+        smka_power(SMK_SHUTDOWN_REBOOT);
         for (;;)
             pause();
     }

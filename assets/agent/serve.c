@@ -24,8 +24,8 @@
 #define SERIAL_RESTART_MS 1000
 
 struct server {
-    const struct smk_serve_opts *opts;
-    struct smk_conn_ctx ctx;
+    const struct smka_serve_opts *opts;
+    struct smka_conn_ctx ctx;
     int pid1;
     int sfd;
     int listen_fd; /* vsock, or the unix socket of --listen */
@@ -42,8 +42,8 @@ static void mark_ready(struct server *s)
 {
     if (s->ctx.ready_ns)
         return;
-    s->ctx.ready_ns = smk_boottime_ns();
-    smk_log("%s ready after %llu ms", SMK_AGENT_VERSION,
+    s->ctx.ready_ns = smka_boottime_ns();
+    smka_log("%s ready after %llu ms", SMKA_AGENT_VERSION,
             (unsigned long long)(s->ctx.ready_ns / 1000000));
 }
 
@@ -127,13 +127,13 @@ static pid_t spawn(struct server *s, int fd, int serial)
         if (s->listen_fd >= 0)
             close(s->listen_fd);
         if (serial)
-            smk_serve_serial(fd, &s->ctx);
+            smka_serve_serial(fd, &s->ctx);
         else
-            smk_serve_stream(fd, &s->ctx);
+            smka_serve_stream(fd, &s->ctx);
         _exit(0);
     }
     if (pid < 0)
-        smk_log("fork: %s", strerror(errno));
+        smka_log("fork: %s", strerror(errno));
     close(fd);
     return pid;
 }
@@ -145,10 +145,10 @@ static void discover(struct server *s)
         if (fd >= 0) {
             s->listen_fd = fd;
             mark_ready(s);
-            smk_log("listening on vsock port %u", s->opts->vsock_port);
+            smka_log("listening on vsock port %u", s->opts->vsock_port);
         } else if (!s->vsock_reported) {
             s->vsock_reported = 1;
-            smk_log("vsock port %u: %s; will retry", s->opts->vsock_port, strerror(-fd));
+            smka_log("vsock port %u: %s; will retry", s->opts->vsock_port, strerror(-fd));
         }
     }
     if (s->serial_pid == 0) {
@@ -160,18 +160,18 @@ static void discover(struct server *s)
             if (s->serial_pid < 0)
                 s->serial_pid = 0;
             else
-                smk_log("serving virtio-serial port %s (%s)", s->opts->serial_name, dev);
+                smka_log("serving virtio-serial port %s (%s)", s->opts->serial_name, dev);
         } else if (!s->serial_reported) {
             s->serial_reported = 1;
             if (dev[0])
-                smk_log("virtio-serial port %s (%s): %s; will retry", s->opts->serial_name, dev,
+                smka_log("virtio-serial port %s (%s): %s; will retry", s->opts->serial_name, dev,
                         strerror(-fd));
             else
-                smk_log("virtio-serial port %s not found; will retry", s->opts->serial_name);
+                smka_log("virtio-serial port %s not found; will retry", s->opts->serial_name);
         }
     }
     int any_up = s->listen_fd >= 0 || s->serial_pid > 0;
-    s->next_discovery = smk_now_ms() + (any_up ? DISCOVERY_SLOW_MS : DISCOVERY_FAST_MS);
+    s->next_discovery = smka_now_ms() + (any_up ? DISCOVERY_SLOW_MS : DISCOVERY_FAST_MS);
 }
 
 static void reap(struct server *s)
@@ -182,7 +182,7 @@ static void reap(struct server *s)
         if (pid == s->serial_pid) {
             s->serial_pid = 0;
             s->serial_reported = 0;
-            int64_t soon = smk_now_ms() + SERIAL_RESTART_MS;
+            int64_t soon = smka_now_ms() + SERIAL_RESTART_MS;
             if (s->next_discovery > soon)
                 s->next_discovery = soon;
             continue;
@@ -209,13 +209,13 @@ static int handle_signals(struct server *s)
         case SIGINT:
             if (!s->pid1)
                 return 1;
-            smk_log("signal %u: rebooting", si.ssi_signo);
-            smk_pid1_shutdown(SMK_SHUTDOWN_REBOOT);
+            smka_log("signal %u: rebooting", si.ssi_signo);
+            smka_pid1_shutdown(SMK_SHUTDOWN_REBOOT);
             break;
         case SIGUSR2:
         case SIGPWR:
-            smk_log("signal %u: powering off", si.ssi_signo);
-            smk_pid1_shutdown(SMK_SHUTDOWN_POWEROFF);
+            smka_log("signal %u: powering off", si.ssi_signo);
+            smka_pid1_shutdown(SMK_SHUTDOWN_POWEROFF);
             break;
         }
     }
@@ -227,7 +227,7 @@ static void accept_one(struct server *s)
     int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
         if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-            smk_log("accept: %s", strerror(errno));
+            smka_log("accept: %s", strerror(errno));
         return;
     }
     pid_t pid = spawn(s, fd, s->listen_serial);
@@ -243,18 +243,18 @@ static void stop_children(struct server *s)
         kill(s->serial_pid, SIGTERM);
 }
 
-int smk_serve(const struct smk_serve_opts *opts)
+int smka_serve(const struct smka_serve_opts *opts)
 {
     struct server s = {.opts = opts, .pid1 = getpid() == 1, .sfd = -1, .listen_fd = -1};
     s.ctx.test_mode = opts->listen != NULL;
     int stderr_open = fcntl(2, F_GETFD) >= 0;
     if (!s.ctx.test_mode)
-        smk_setup_system();
-    smk_open_std_fds();
+        smka_setup_system();
+    smka_open_std_fds();
     if (!stderr_open)
-        smk_log_to_kmsg();
+        smka_log_to_kmsg();
     if (chdir("/") < 0)
-        smk_log("chdir /: %s", strerror(errno));
+        smka_log("chdir /: %s", strerror(errno));
     signal(SIGPIPE, SIG_IGN);
 
     sigset_t mask;
@@ -269,7 +269,7 @@ int smk_serve(const struct smk_serve_opts *opts)
     sigprocmask(SIG_BLOCK, &mask, &s.old_mask);
     s.sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     if (s.sfd < 0) {
-        smk_log("signalfd: %s", strerror(errno));
+        smka_log("signalfd: %s", strerror(errno));
         return 1;
     }
 
@@ -284,20 +284,20 @@ int smk_serve(const struct smk_serve_opts *opts)
             path = opts->listen + 12;
             s.listen_serial = 1;
         } else {
-            smk_log("--listen %s: only unix:PATH and serial-unix:PATH are supported",
+            smka_log("--listen %s: only unix:PATH and serial-unix:PATH are supported",
                     opts->listen);
             return 1;
         }
         s.listen_fd = listen_unix(path);
         if (s.listen_fd < 0) {
-            smk_log("listen %s: %s", opts->listen, strerror(-s.listen_fd));
+            smka_log("listen %s: %s", opts->listen, strerror(-s.listen_fd));
             return 1;
         }
         mark_ready(&s);
     }
 
     for (;;) {
-        int64_t now = smk_now_ms();
+        int64_t now = smka_now_ms();
         int pending = !s.ctx.test_mode && (s.listen_fd < 0 || s.serial_pid == 0);
         if (pending && now >= s.next_discovery) {
             discover(&s);
@@ -308,8 +308,8 @@ int smk_serve(const struct smk_serve_opts *opts)
             pf[1] = (struct pollfd){.fd = s.listen_fd, .events = POLLIN};
         int64_t wait = pending ? s.next_discovery - now : -1;
         if (poll(pf, 2, wait > 0x7fffffff ? 0x7fffffff : (int)wait) < 0 && errno != EINTR) {
-            smk_log("poll: %s", strerror(errno));
-            smk_sleep_ms(100);
+            smka_log("poll: %s", strerror(errno));
+            smka_sleep_ms(100);
             continue;
         }
         if ((pf[0].revents & POLLIN) && handle_signals(&s))

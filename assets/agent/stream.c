@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void smk_stream_init(struct smk_stream *s, int resync)
+void smka_stream_init(struct smka_stream *s, int resync)
 {
     memset(s, 0, sizeof(*s));
     s->need = SMK_HEADER_SIZE;
@@ -11,7 +11,7 @@ void smk_stream_init(struct smk_stream *s, int resync)
 }
 
 /* Back to waiting for a header; the backlog and the garbage state stay. */
-static void next_frame(struct smk_stream *s)
+static void next_frame(struct smka_stream *s)
 {
     free(s->frame);
     s->frame = NULL;
@@ -20,25 +20,25 @@ static void next_frame(struct smk_stream *s)
     s->done = 0;
 }
 
-void smk_stream_reset(struct smk_stream *s)
+void smka_stream_reset(struct smka_stream *s)
 {
     int resync = s->resync;
     free(s->frame);
     free(s->backlog);
-    smk_stream_init(s, resync);
+    smka_stream_init(s, resync);
 }
 
-void smk_stream_free(struct smk_stream *s)
+void smka_stream_free(struct smka_stream *s)
 {
-    smk_stream_reset(s);
+    smka_stream_reset(s);
 }
 
-int smk_stream_partial(const struct smk_stream *s)
+int smka_stream_partial(const struct smka_stream *s)
 {
     return s->have > 0 && !s->done;
 }
 
-uint8_t *smk_stream_want(struct smk_stream *s, size_t *n)
+uint8_t *smka_stream_want(struct smka_stream *s, size_t *n)
 {
     if (s->done)
         next_frame(s);
@@ -50,7 +50,7 @@ uint8_t *smk_stream_want(struct smk_stream *s, size_t *n)
     return (s->frame ? s->frame : s->head) + s->have;
 }
 
-static int lost_sync(struct smk_stream *s, int err)
+static int lost_sync(struct smka_stream *s, int err)
 {
     if (!s->resync) {
         s->broken = 1;
@@ -68,7 +68,7 @@ static int lost_sync(struct smk_stream *s, int err)
     return err;
 }
 
-int smk_stream_advance(struct smk_stream *s, size_t n, struct smk_msg *msg)
+int smka_stream_advance(struct smka_stream *s, size_t n, struct smk_msg *msg)
 {
     s->have += n;
     if (!s->frame) {
@@ -97,9 +97,9 @@ int smk_stream_advance(struct smk_stream *s, size_t n, struct smk_msg *msg)
     return r > 0 ? 1 : r;
 }
 
-void smk_stream_rescan(struct smk_stream *s)
+void smka_stream_rescan(struct smka_stream *s)
 {
-    if (!smk_stream_partial(s))
+    if (!smka_stream_partial(s))
         return;
     const uint8_t *bytes = s->frame ? s->frame : s->head;
     size_t from = 1 + smk_find_magic(bytes + 1, s->have - 1);
@@ -132,13 +132,13 @@ static int whole_frames(const uint8_t *buf, size_t len)
     return 1;
 }
 
-int smk_stream_salvage(struct smk_stream *s)
+int smka_stream_salvage(struct smka_stream *s)
 {
-    if (!smk_stream_partial(s) || smk_stream_backlog(s))
+    if (!smka_stream_partial(s) || smka_stream_backlog(s))
         return 0;
     const uint8_t *bytes = s->frame ? s->frame : s->head;
     size_t at = 1;
-    for (int tries = 0; tries < SMK_STREAM_SALVAGE_TRIES && at < s->have; tries++) {
+    for (int tries = 0; tries < SMKA_STREAM_SALVAGE_TRIES && at < s->have; tries++) {
         at += smk_find_magic(bytes + at, s->have - at);
         if (at + SMK_HEADER_SIZE > s->have)
             return 0;
@@ -160,21 +160,21 @@ int smk_stream_salvage(struct smk_stream *s)
     return 0;
 }
 
-int smk_stream_backlog(const struct smk_stream *s)
+int smka_stream_backlog(const struct smka_stream *s)
 {
     return s->backlog_off < s->backlog_len;
 }
 
-int smk_stream_replay(struct smk_stream *s, struct smk_msg *msg)
+int smka_stream_replay(struct smka_stream *s, struct smk_msg *msg)
 {
     size_t n;
-    uint8_t *dst = smk_stream_want(s, &n);
+    uint8_t *dst = smka_stream_want(s, &n);
     if (!dst) {
         free(s->backlog);
         s->backlog = NULL;
         s->backlog_len = s->backlog_off = 0;
     }
-    if (!dst || !smk_stream_backlog(s))
+    if (!dst || !smka_stream_backlog(s))
         return 0;
     size_t left = s->backlog_len - s->backlog_off;
     if (n > left)
@@ -186,5 +186,5 @@ int smk_stream_replay(struct smk_stream *s, struct smk_msg *msg)
         s->backlog = NULL;
         s->backlog_len = s->backlog_off = 0;
     }
-    return smk_stream_advance(s, n, msg);
+    return smka_stream_advance(s, n, msg);
 }

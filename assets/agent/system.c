@@ -28,14 +28,14 @@ static void mount_missing(const char *source, const char *target, const char *ty
     if (is_mountpoint(target))
         return;
     if (mkdir(target, 0755) < 0 && errno != EEXIST) {
-        smk_log("mkdir %s: %s", target, strerror(errno));
+        smka_log("mkdir %s: %s", target, strerror(errno));
         return;
     }
     if (mount(source, target, type, flags, data) < 0)
-        smk_log("mount %s on %s: %s", type, target, strerror(errno));
+        smka_log("mount %s on %s: %s", type, target, strerror(errno));
 }
 
-void smk_setup_system(void)
+void smka_setup_system(void)
 {
     mount_missing("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     mount_missing("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
@@ -45,13 +45,13 @@ void smk_setup_system(void)
      * unusable here: absent or read-only. */
     if (access("/tmp", W_OK) < 0) {
         if (mkdir("/tmp", 01777) < 0 && errno != EEXIST)
-            smk_log("mkdir /tmp: %s", strerror(errno));
+            smka_log("mkdir /tmp: %s", strerror(errno));
         else if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") < 0)
-            smk_log("mount tmpfs on /tmp: %s", strerror(errno));
+            smka_log("mount tmpfs on /tmp: %s", strerror(errno));
     }
 }
 
-void smk_open_std_fds(void)
+void smka_open_std_fds(void)
 {
     /* Otherwise the first socket or pipe could land on 0-2 and receive
      * stray output meant for a console. */
@@ -66,7 +66,7 @@ void smk_open_std_fds(void)
     }
 }
 
-void smk_power(uint32_t action)
+void smka_power(uint32_t action)
 {
     sync();
     /* Under qemu on x86 without ACPI a power-off just halts the CPU; only a
@@ -74,23 +74,23 @@ void smk_power(uint32_t action)
      * default. */
     int cmd = action == SMK_SHUTDOWN_POWEROFF ? RB_POWER_OFF : RB_AUTOBOOT;
     if (reboot(cmd) < 0)
-        smk_log("reboot: %s", strerror(errno));
+        smka_log("reboot: %s", strerror(errno));
 }
 
 static void reap_for(int ms)
 {
-    int64_t deadline = smk_now_ms() + ms;
-    while (smk_now_ms() < deadline) {
+    int64_t deadline = smka_now_ms() + ms;
+    while (smka_now_ms() < deadline) {
         pid_t pid;
         while ((pid = waitpid(-1, NULL, WNOHANG)) > 0)
             ;
         if (pid < 0 && errno == ECHILD)
             return;
-        smk_sleep_ms(20);
+        smka_sleep_ms(20);
     }
 }
 
-void smk_pid1_shutdown(uint32_t action)
+void smka_pid1_shutdown(uint32_t action)
 {
     /* Give processes a moment to write out their state before the kernel
      * goes down under them. */
@@ -98,5 +98,5 @@ void smk_pid1_shutdown(uint32_t action)
     reap_for(2000);
     kill(-1, SIGKILL);
     reap_for(500);
-    smk_power(action);
+    smka_power(action);
 }

@@ -271,7 +271,7 @@ START_TEST(version_and_help)
     char *v[] = {"--version", NULL};
     struct run r = run_args(NO_STDIN, v);
     ck_assert_int_eq(r.status, 0);
-    ck_assert_str_eq(r.out, "supermachine-agent " SMK_AGENT_VERSION " (protocol 2)\n");
+    ck_assert_str_eq(r.out, "supermachine-agent " SMKA_AGENT_VERSION " (protocol 2)\n");
     run_free(&r);
     char *h[] = {"--help", NULL};
     r = run_args(NO_STDIN, h);
@@ -321,7 +321,7 @@ START_TEST(ping_wait_outlasts_a_late_agent)
     close(out[0]);
     ck_assert_int_eq(wait_status(c), 0);
     ck_assert_int_gt(n, 0);
-    ck_assert_ptr_nonnull(strstr(buf, "version=" SMK_AGENT_VERSION));
+    ck_assert_ptr_nonnull(strstr(buf, "version=" SMKA_AGENT_VERSION));
     kill(late_agent, SIGTERM);
     waitpid(late_agent, NULL, 0);
 }
@@ -339,7 +339,7 @@ START_TEST(ping_prints_version_and_times)
     ck_assert_int_eq(sscanf(r.out, "version=%63s proto=%u uptime_ns=%llu ready_ns=%llu", version,
                             &proto, &uptime, &ready),
                      4);
-    ck_assert_str_eq(version, SMK_AGENT_VERSION);
+    ck_assert_str_eq(version, SMKA_AGENT_VERSION);
     ck_assert_uint_eq(proto, SMK_PROTO_VERSION);
     ck_assert(ready > 0 && ready <= uptime);
     ck_assert_ptr_eq(strchr(r.out, '\n'), r.out + r.out_len - 1);
@@ -633,11 +633,11 @@ static void raw_send(int fd, const void *p, size_t n)
 
 /* Reads one frame: 1 with *m set (valid until the next call on st), 0 at end
  * of file, -1 on timeout. */
-static int raw_recv(int fd, struct smk_stream *st, struct smk_msg *m, int timeout_ms)
+static int raw_recv(int fd, struct smka_stream *st, struct smk_msg *m, int timeout_ms)
 {
     for (;;) {
         size_t n;
-        uint8_t *p = smk_stream_want(st, &n);
+        uint8_t *p = smka_stream_want(st, &n);
         ck_assert_ptr_nonnull(p);
         struct pollfd pf = {.fd = fd, .events = POLLIN};
         if (poll(&pf, 1, timeout_ms) == 0)
@@ -645,7 +645,7 @@ static int raw_recv(int fd, struct smk_stream *st, struct smk_msg *m, int timeou
         ssize_t r = read(fd, p, n);
         if (r <= 0)
             return 0;
-        int k = smk_stream_advance(st, (size_t)r, m);
+        int k = smka_stream_advance(st, (size_t)r, m);
         ck_assert_int_ge(k, 0);
         if (k > 0)
             return 1;
@@ -657,7 +657,7 @@ static int bytes_eq_str(struct smk_bytes b, const char *s)
     return b.len == strlen(s) && memcmp(b.ptr, s, b.len) == 0;
 }
 
-static void expect_error(int fd, struct smk_stream *st, uint32_t id, uint32_t code)
+static void expect_error(int fd, struct smka_stream *st, uint32_t id, uint32_t code)
 {
     struct smk_msg m;
     ck_assert_int_eq(raw_recv(fd, st, &m, 15000), 1);
@@ -666,7 +666,7 @@ static void expect_error(int fd, struct smk_stream *st, uint32_t id, uint32_t co
     ck_assert_uint_eq(m.u.error.code, code);
 }
 
-static void expect_ping_reply(int fd, struct smk_stream *st, uint32_t id)
+static void expect_ping_reply(int fd, struct smka_stream *st, uint32_t id)
 {
     struct smk_msg m;
     ck_assert_int_eq(raw_recv(fd, st, &m, 15000), 1);
@@ -698,15 +698,15 @@ static void header(uint8_t h[SMK_HEADER_SIZE], uint16_t version, uint16_t type, 
 START_TEST(garbage_gets_an_error_and_a_reset)
 {
     int fd = raw_connect();
-    struct smk_stream st;
-    smk_stream_init(&st, 0);
+    struct smka_stream st;
+    smka_stream_init(&st, 0);
     uint8_t *junk = random_bytes(4096, 3);
     junk[0] = 'x';
     raw_send(fd, junk, 4096);
     expect_error(fd, &st, 0, SMK_EBADMSG);
     struct smk_msg m;
     ck_assert_int_eq(raw_recv(fd, &st, &m, 5000), 0);
-    smk_stream_free(&st);
+    smka_stream_free(&st);
     close(fd);
     free(junk);
     expect_agent_alive();
@@ -716,15 +716,15 @@ END_TEST
 START_TEST(oversized_length_gets_an_error_with_the_id)
 {
     int fd = raw_connect();
-    struct smk_stream st;
-    smk_stream_init(&st, 0);
+    struct smka_stream st;
+    smka_stream_init(&st, 0);
     uint8_t h[SMK_HEADER_SIZE];
     header(h, SMK_PROTO_VERSION, SMK_WRITE_FILE, 4711, SMK_MAX_PAYLOAD + 1);
     raw_send(fd, h, sizeof(h));
     expect_error(fd, &st, 4711, SMK_EMSGSIZE);
     struct smk_msg m;
     ck_assert_int_eq(raw_recv(fd, &st, &m, 5000), 0);
-    smk_stream_free(&st);
+    smka_stream_free(&st);
     close(fd);
     expect_agent_alive();
 }
@@ -749,8 +749,8 @@ END_TEST
 START_TEST(bad_frames_that_can_be_skipped_keep_the_connection)
 {
     int fd = raw_connect();
-    struct smk_stream st;
-    smk_stream_init(&st, 0);
+    struct smka_stream st;
+    smka_stream_init(&st, 0);
     uint8_t f[SMK_HEADER_SIZE + 3];
     header(f, SMK_PROTO_VERSION, 0x0042, 1, 3);
     memcpy(f + SMK_HEADER_SIZE, "abc", 3);
@@ -770,7 +770,7 @@ START_TEST(bad_frames_that_can_be_skipped_keep_the_connection)
     header(f, SMK_PROTO_VERSION, SMK_PING, 5, 0);
     raw_send(fd, f, SMK_HEADER_SIZE);
     expect_ping_reply(fd, &st, 5);
-    smk_stream_free(&st);
+    smka_stream_free(&st);
     close(fd);
 }
 END_TEST
@@ -778,8 +778,8 @@ END_TEST
 START_TEST(pipelined_requests_are_answered_in_order)
 {
     int fd = raw_connect();
-    struct smk_stream st;
-    smk_stream_init(&st, 0);
+    struct smka_stream st;
+    smka_stream_init(&st, 0);
     struct smk_buf b = {0};
     for (uint32_t id = 1; id <= 5; id++)
         ck_assert_int_eq(smk_encode_empty(&b, SMK_PING, id), 0);
@@ -787,7 +787,7 @@ START_TEST(pipelined_requests_are_answered_in_order)
     for (uint32_t id = 1; id <= 5; id++)
         expect_ping_reply(fd, &st, id);
     smk_buf_free(&b);
-    smk_stream_free(&st);
+    smka_stream_free(&st);
     close(fd);
 }
 END_TEST
@@ -795,14 +795,14 @@ END_TEST
 START_TEST(stalled_frame_times_out)
 {
     int fd = raw_connect();
-    struct smk_stream st;
-    smk_stream_init(&st, 0);
+    struct smka_stream st;
+    smka_stream_init(&st, 0);
     uint8_t h[SMK_HEADER_SIZE];
     header(h, SMK_PROTO_VERSION, SMK_WRITE_FILE, 99, 100);
     raw_send(fd, h, sizeof(h));
     raw_send(fd, "0123456789", 10);
     expect_error(fd, &st, 99, SMK_ETIMEDOUT);
-    smk_stream_free(&st);
+    smka_stream_free(&st);
     close(fd);
     expect_agent_alive();
 }
@@ -853,10 +853,10 @@ START_TEST(more_connections_than_handlers)
     smk_buf_free(&b);
     /* Each one closed frees a slot for the next waiting in the backlog. */
     for (int i = 0; i < N; i++) {
-        struct smk_stream st;
-        smk_stream_init(&st, 0);
+        struct smka_stream st;
+        smka_stream_init(&st, 0);
         expect_ping_reply(fds[i], &st, (uint32_t)i + 1);
-        smk_stream_free(&st);
+        smka_stream_free(&st);
         close(fds[i]);
     }
 }
@@ -984,8 +984,8 @@ START_TEST(every_length_field_is_bounded)
     pid_t before[64];
     int nbefore = handler_pids(before, 64);
     int fd = raw_connect();
-    struct smk_stream st;
-    smk_stream_init(&st, 0);
+    struct smka_stream st;
+    smka_stream_init(&st, 0);
     uint8_t ping[SMK_HEADER_SIZE];
     header(ping, SMK_PROTO_VERSION, SMK_PING, 1000, 0);
     raw_send(fd, ping, sizeof(ping));
@@ -1087,7 +1087,7 @@ START_TEST(every_length_field_is_bounded)
     expect_error(fd, &st, 300, SMK_EMSGSIZE);
     struct smk_msg m;
     ck_assert_int_eq(raw_recv(fd, &st, &m, 5000), 0);
-    smk_stream_free(&st);
+    smka_stream_free(&st);
     close(fd);
     expect_agent_alive();
 }
@@ -1095,7 +1095,7 @@ END_TEST
 
 /* Sends an EXEC of argv (NULL-terminated) and returns the reply (valid until
  * the next use of st). */
-static void raw_exec(int fd, struct smk_stream *st, uint32_t id, uint32_t timeout_ms,
+static void raw_exec(int fd, struct smka_stream *st, uint32_t id, uint32_t timeout_ms,
                      struct smk_msg *m, const char *const *argv)
 {
     size_t argc = 0;
@@ -1121,8 +1121,8 @@ static int bytes_are(struct smk_bytes b, uint8_t c)
 START_TEST(exec_of_a_missing_binary_is_a_clean_error)
 {
     int fd = raw_connect();
-    struct smk_stream st;
-    smk_stream_init(&st, 0);
+    struct smka_stream st;
+    smka_stream_init(&st, 0);
     struct smk_msg m;
     const char *missing[] = {"smk-no-such-binary", "arg", NULL};
     raw_exec(fd, &st, 1, 0, &m, missing);
@@ -1143,7 +1143,7 @@ START_TEST(exec_of_a_missing_binary_is_a_clean_error)
     ck_assert_uint_eq(m.hdr.type, SMK_EXEC_REPLY);
     ck_assert_uint_eq(m.u.exec_reply.status, SMK_EXITED);
     ck_assert_uint_eq(m.u.exec_reply.code, 0);
-    smk_stream_free(&st);
+    smka_stream_free(&st);
     close(fd);
 }
 END_TEST
@@ -1153,8 +1153,8 @@ START_TEST(exec_output_of_256_mib_is_capped_in_bounded_memory)
     pid_t before[64];
     int nbefore = handler_pids(before, 64);
     int fd = raw_connect();
-    struct smk_stream st;
-    smk_stream_init(&st, 0);
+    struct smka_stream st;
+    smka_stream_init(&st, 0);
     struct smk_msg m;
     const char *argv[] = {"sh", "-c",
                           "head -c 134217728 /dev/zero; head -c 134217728 /dev/zero >&2; exit 3",
@@ -1179,7 +1179,7 @@ START_TEST(exec_output_of_256_mib_is_capped_in_bounded_memory)
     ck_assert_uint_eq(m.u.exec_reply.flags, SMK_EXEC_STDOUT_TRUNCATED);
     ck_assert_uint_eq(m.u.exec_reply.out.len, SMK_MAX_OUTPUT);
     expect_bounded_memory(handler);
-    smk_stream_free(&st);
+    smka_stream_free(&st);
     close(fd);
 }
 END_TEST
@@ -1187,8 +1187,8 @@ END_TEST
 START_TEST(exec_that_never_exits_is_killed_at_the_timeout_and_reaped)
 {
     int fd = raw_connect();
-    struct smk_stream st;
-    smk_stream_init(&st, 0);
+    struct smka_stream st;
+    smka_stream_init(&st, 0);
     struct smk_msg m;
     /* Ignores the polite signals, and closes its output so no end of file
      * tells the agent anything. */
@@ -1214,7 +1214,7 @@ START_TEST(exec_that_never_exits_is_killed_at_the_timeout_and_reaped)
     header(ping, SMK_PROTO_VERSION, SMK_PING, 2, 0);
     raw_send(fd, ping, sizeof(ping));
     expect_ping_reply(fd, &st, 2);
-    smk_stream_free(&st);
+    smka_stream_free(&st);
     close(fd);
 }
 END_TEST
@@ -1222,8 +1222,8 @@ END_TEST
 START_TEST(exec_does_not_wait_for_background_processes)
 {
     int fd = raw_connect();
-    struct smk_stream st;
-    smk_stream_init(&st, 0);
+    struct smka_stream st;
+    smka_stream_init(&st, 0);
     struct smk_msg m;
     /* The background sleep keeps the output pipes open after sh exits. */
     const char *argv[] = {"sh", "-c", "sleep 30 & echo started", NULL};
@@ -1233,7 +1233,7 @@ START_TEST(exec_does_not_wait_for_background_processes)
     ck_assert_uint_eq(m.u.exec_reply.status, SMK_EXITED);
     ck_assert(bytes_eq_str(m.u.exec_reply.out, "started\n"));
     ck_assert_msg(now_s() - t0 < 10, "reply took %.1f s", now_s() - t0);
-    smk_stream_free(&st);
+    smka_stream_free(&st);
     close(fd);
 }
 END_TEST
@@ -1256,12 +1256,12 @@ START_TEST(hangup_mid_header_or_mid_body_ends_only_that_connection)
         pid_t handler = new_handler(before, nbefore);
         double t0 = now_s();
         ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
-        struct smk_stream st;
-        smk_stream_init(&st, 0);
+        struct smka_stream st;
+        smka_stream_init(&st, 0);
         struct smk_msg m;
         ck_assert_msg(raw_recv(fd, &st, &m, 5000) == 0, "cut at %zu: no end of file", cuts[i]);
         ck_assert_msg(now_s() - t0 < 2, "cut at %zu: closed after %.1f s", cuts[i], now_s() - t0);
-        smk_stream_free(&st);
+        smka_stream_free(&st);
         close(fd);
         /* The handler exited and the agent reaped it. */
         ck_assert_msg(process_reaped(handler, 5), "cut at %zu: handler %d still there", cuts[i],
@@ -1324,8 +1324,8 @@ static int serial_connect(void)
 START_TEST(serial_request_after_a_dead_frame_is_answered_within_seconds)
 {
     int fd = serial_connect();
-    struct smk_stream st;
-    smk_stream_init(&st, 1);
+    struct smka_stream st;
+    smka_stream_init(&st, 1);
     /* A client sent the start of a 1000-byte WRITE_FILE and vanished. */
     uint8_t dead[SMK_HEADER_SIZE + 10];
     header(dead, SMK_PROTO_VERSION, SMK_WRITE_FILE, 77, 1000);
@@ -1344,7 +1344,7 @@ START_TEST(serial_request_after_a_dead_frame_is_answered_within_seconds)
     double secs = now_s() - t0;
     /* Before: the 10 s stall timer. */
     ck_assert_msg(secs < 5, "answered after %.1f s", secs);
-    smk_stream_free(&st);
+    smka_stream_free(&st);
     close(fd);
 }
 END_TEST
@@ -1359,8 +1359,8 @@ START_TEST(serial_frame_with_a_frame_inside_survives_a_short_pause)
     struct smk_buf b = {0};
     ck_assert_int_eq(smk_encode_write_file(&b, 6, target, 0600, inner, sizeof(inner)), 0);
     int fd = serial_connect();
-    struct smk_stream st;
-    smk_stream_init(&st, 1);
+    struct smka_stream st;
+    smka_stream_init(&st, 1);
     raw_send(fd, b.data, b.len - 1); /* everything but the last byte... */
     usleep(400000);
     raw_send(fd, b.data + b.len - 1, 1); /* ...which comes later */
@@ -1372,7 +1372,7 @@ START_TEST(serial_frame_with_a_frame_inside_survives_a_short_pause)
     struct stat sb;
     ck_assert_int_eq(stat(target, &sb), 0);
     ck_assert_int_eq(sb.st_size, SMK_HEADER_SIZE);
-    smk_stream_free(&st);
+    smka_stream_free(&st);
     close(fd);
 }
 END_TEST
@@ -1380,8 +1380,8 @@ END_TEST
 START_TEST(serial_garbage_gets_one_error_and_the_next_frame_is_answered)
 {
     int fd = serial_connect();
-    struct smk_stream st;
-    smk_stream_init(&st, 1);
+    struct smka_stream st;
+    smka_stream_init(&st, 1);
     uint8_t *junk = random_bytes(4096, 5);
     for (size_t i = 0; i < 4096; i++)
         if (junk[i] == 'S')
@@ -1393,7 +1393,7 @@ START_TEST(serial_garbage_gets_one_error_and_the_next_frame_is_answered)
     expect_error(fd, &st, 0, SMK_EBADMSG);
     expect_ping_reply(fd, &st, 3);
     free(junk);
-    smk_stream_free(&st);
+    smka_stream_free(&st);
     close(fd);
 }
 END_TEST

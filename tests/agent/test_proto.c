@@ -1069,14 +1069,14 @@ END_TEST
 /* Feeds src through a stream in chunks of at most `chunk` bytes (0: random
  * sizes), recording what comes out: ids of good frames, minus codes of bad
  * ones. Returns the number of events. */
-static int feed(struct smk_stream *s, const uint8_t *src, size_t len, size_t chunk, int64_t *events,
+static int feed(struct smka_stream *s, const uint8_t *src, size_t len, size_t chunk, int64_t *events,
                 int max_events)
 {
     size_t off = 0;
     int n = 0;
     while (off < len) {
         size_t want;
-        uint8_t *dst = smk_stream_want(s, &want);
+        uint8_t *dst = smka_stream_want(s, &want);
         if (!dst)
             break;
         ck_assert_uint_gt(want, 0);
@@ -1088,7 +1088,7 @@ static int feed(struct smk_stream *s, const uint8_t *src, size_t len, size_t chu
         memcpy(dst, src + off, take);
         off += take;
         struct smk_msg m;
-        int r = smk_stream_advance(s, take, &m);
+        int r = smka_stream_advance(s, take, &m);
         if (r != 0 && n < max_events)
             events[n++] = r > 0 ? (int64_t)m.hdr.id : r;
     }
@@ -1103,15 +1103,15 @@ START_TEST(stream_reassembles_every_type_in_any_chunking)
         encode_sample(i, &b, (uint32_t)i + 1);
     const size_t chunks[] = {1, 3, 16, 17, 4096, 0};
     for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
-        struct smk_stream s;
-        smk_stream_init(&s, 0);
+        struct smka_stream s;
+        smka_stream_init(&s, 0);
         int64_t ev[N_SAMPLES];
         int n = feed(&s, b.data, b.len, chunks[c], ev, N_SAMPLES);
         ck_assert_int_eq(n, N_SAMPLES);
         for (int i = 0; i < N_SAMPLES; i++)
             ck_assert_int_eq(ev[i], i + 1);
-        ck_assert(!smk_stream_partial(&s));
-        smk_stream_free(&s);
+        ck_assert(!smka_stream_partial(&s));
+        smka_stream_free(&s);
     }
     smk_buf_free(&b);
 }
@@ -1121,39 +1121,39 @@ START_TEST(stream_never_reads_past_a_frame)
 {
     struct smk_buf b = {0};
     encode_sample(4, &b, 1);
-    struct smk_stream s;
-    smk_stream_init(&s, 0);
+    struct smka_stream s;
+    smka_stream_init(&s, 0);
     size_t total = 0, want;
     struct smk_msg m;
     int r = 0;
     while (r == 0) {
-        uint8_t *dst = smk_stream_want(&s, &want);
+        uint8_t *dst = smka_stream_want(&s, &want);
         ck_assert_uint_le(total + want, b.len);
         memcpy(dst, b.data + total, want);
         total += want;
-        r = smk_stream_advance(&s, want, &m);
+        r = smka_stream_advance(&s, want, &m);
     }
     ck_assert_int_eq(r, 1);
     ck_assert_uint_eq(total, b.len);
-    smk_stream_free(&s);
+    smka_stream_free(&s);
     smk_buf_free(&b);
 }
 END_TEST
 
 START_TEST(stream_without_resync_breaks_on_garbage)
 {
-    struct smk_stream s;
-    smk_stream_init(&s, 0);
+    struct smka_stream s;
+    smka_stream_init(&s, 0);
     int64_t ev[4];
     const uint8_t junk[] = "GET / HTTP/1.0\r\n\r\n";
     int n = feed(&s, junk, sizeof(junk) - 1, 64, ev, 4);
     ck_assert_int_eq(n, 1);
     ck_assert_int_eq(ev[0], -SMK_EBADMSG);
     size_t want;
-    ck_assert_ptr_null(smk_stream_want(&s, &want));
-    smk_stream_reset(&s);
-    ck_assert_ptr_nonnull(smk_stream_want(&s, &want));
-    smk_stream_free(&s);
+    ck_assert_ptr_null(smka_stream_want(&s, &want));
+    smka_stream_reset(&s);
+    ck_assert_ptr_nonnull(smka_stream_want(&s, &want));
+    smka_stream_free(&s);
 }
 END_TEST
 
@@ -1166,14 +1166,14 @@ START_TEST(stream_skips_a_bad_frame_and_stays_in_sync)
     struct smk_buf b = {0};
     encode_sample(0, &b, 6);
     raw_put(&r, b.data, b.len);
-    struct smk_stream s;
-    smk_stream_init(&s, 0);
+    struct smka_stream s;
+    smka_stream_init(&s, 0);
     int64_t ev[4];
     int n = feed(&s, r.p, r.len, 5, ev, 4);
     ck_assert_int_eq(n, 2);
     ck_assert_int_eq(ev[0], -SMK_ENOSYS);
     ck_assert_int_eq(ev[1], 6);
-    smk_stream_free(&s);
+    smka_stream_free(&s);
     smk_buf_free(&b);
     free(r.p);
 }
@@ -1195,8 +1195,8 @@ START_TEST(stream_resync_finds_the_next_frame)
     raw_put(&r, b.data, b.len);
     const size_t chunks[] = {1, 7, 16, 0};
     for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
-        struct smk_stream s;
-        smk_stream_init(&s, 1);
+        struct smka_stream s;
+        smka_stream_init(&s, 1);
         int64_t ev[8];
         int n = feed(&s, r.p, r.len, chunks[c], ev, 8);
         /* One report for the whole run of garbage, the bogus header
@@ -1205,7 +1205,7 @@ START_TEST(stream_resync_finds_the_next_frame)
         ck_assert_int_eq(ev[0], -SMK_EBADMSG);
         ck_assert_int_eq(ev[1], 0xabc);
         ck_assert_int_eq(ev[2], 0xdef);
-        smk_stream_free(&s);
+        smka_stream_free(&s);
     }
     smk_buf_free(&b);
     free(r.p);
@@ -1217,18 +1217,18 @@ START_TEST(stream_reset_drops_a_partial_frame)
     struct smk_buf b = {0};
     encode_sample(4, &b, 1);
     encode_sample(0, &b, 2);
-    struct smk_stream s;
-    smk_stream_init(&s, 1);
+    struct smka_stream s;
+    smka_stream_init(&s, 1);
     int64_t ev[4];
     size_t first = b.len - SMK_HEADER_SIZE;
     ck_assert_int_eq(feed(&s, b.data, first / 2, 3, ev, 4), 0);
-    ck_assert(smk_stream_partial(&s));
-    smk_stream_reset(&s);
-    ck_assert(!smk_stream_partial(&s));
+    ck_assert(smka_stream_partial(&s));
+    smka_stream_reset(&s);
+    ck_assert(!smka_stream_partial(&s));
     int n = feed(&s, b.data + first, SMK_HEADER_SIZE, 3, ev, 4);
     ck_assert_int_eq(n, 1);
     ck_assert_int_eq(ev[0], 2);
-    smk_stream_free(&s);
+    smka_stream_free(&s);
     smk_buf_free(&b);
 }
 END_TEST
@@ -1236,8 +1236,8 @@ END_TEST
 START_TEST(stream_random_garbage_never_yields_a_false_frame)
 {
     rng_state = 99;
-    struct smk_stream s;
-    smk_stream_init(&s, 1);
+    struct smka_stream s;
+    smka_stream_init(&s, 1);
     size_t len = 1 << 20;
     uint8_t *p = malloc(len);
     for (size_t i = 0; i < len; i++)
@@ -1246,7 +1246,7 @@ START_TEST(stream_random_garbage_never_yields_a_false_frame)
     int n = feed(&s, p, len, 0, ev, 64);
     for (int i = 0; i < n; i++)
         ck_assert_int_lt(ev[i], 0);
-    smk_stream_free(&s);
+    smka_stream_free(&s);
     free(p);
 }
 END_TEST
@@ -1270,25 +1270,25 @@ START_TEST(stream_rescan_finds_a_request_appended_to_a_dead_frame)
     struct raw r = {0};
     raw_put(&r, dead.data, dead.len / 2);
     raw_put(&r, next.data, next.len);
-    struct smk_stream s;
-    smk_stream_init(&s, 1);
+    struct smka_stream s;
+    smka_stream_init(&s, 1);
     int64_t ev[4];
     ck_assert_int_eq(feed(&s, r.p, r.len, 1000, ev, 4), 0);
-    ck_assert(smk_stream_partial(&s));
-    smk_stream_rescan(&s);
-    ck_assert(smk_stream_backlog(&s));
+    ck_assert(smka_stream_partial(&s));
+    smka_stream_rescan(&s);
+    ck_assert(smka_stream_backlog(&s));
     int n = 0;
-    while (smk_stream_backlog(&s) && n < 4) {
+    while (smka_stream_backlog(&s) && n < 4) {
         struct smk_msg m;
-        int k = smk_stream_replay(&s, &m);
+        int k = smka_stream_replay(&s, &m);
         if (k != 0)
             ev[n++] = k > 0 ? (int64_t)m.hdr.id : k;
     }
     ck_assert_int_eq(n, 2);
     ck_assert_int_eq(ev[0], 2);
     ck_assert_int_eq(ev[1], 3);
-    ck_assert(!smk_stream_partial(&s));
-    smk_stream_free(&s);
+    ck_assert(!smka_stream_partial(&s));
+    smka_stream_free(&s);
     smk_buf_free(&dead);
     smk_buf_free(&next);
     free(r.p);
@@ -1303,18 +1303,18 @@ START_TEST(stream_rescan_keeps_a_partial_request_for_more_bytes)
     struct raw r = {0};
     raw_put(&r, dead.data, 20);
     raw_put(&r, next.data, 10);
-    struct smk_stream s;
-    smk_stream_init(&s, 1);
+    struct smka_stream s;
+    smka_stream_init(&s, 1);
     int64_t ev[4];
     ck_assert_int_eq(feed(&s, r.p, r.len, 7, ev, 4), 0);
-    smk_stream_rescan(&s);
+    smka_stream_rescan(&s);
     struct smk_msg m;
-    while (smk_stream_backlog(&s))
-        ck_assert_int_eq(smk_stream_replay(&s, &m), 0);
+    while (smka_stream_backlog(&s))
+        ck_assert_int_eq(smka_stream_replay(&s, &m), 0);
     /* The rest of the request arrives by the normal route. */
     ck_assert_int_eq(feed(&s, next.data + 10, next.len - 10, 3, ev, 4), 1);
     ck_assert_int_eq(ev[0], 9);
-    smk_stream_free(&s);
+    smka_stream_free(&s);
     smk_buf_free(&dead);
     smk_buf_free(&next);
     free(r.p);
@@ -1325,32 +1325,32 @@ START_TEST(stream_rescan_of_pure_garbage_keeps_nothing)
 {
     struct smk_buf dead = {0};
     encode_dead(&dead);
-    struct smk_stream s;
-    smk_stream_init(&s, 1);
+    struct smka_stream s;
+    smka_stream_init(&s, 1);
     int64_t ev[4];
     ck_assert_int_eq(feed(&s, dead.data, dead.len - 1, 16, ev, 4), 0);
-    smk_stream_rescan(&s);
-    ck_assert(!smk_stream_backlog(&s));
-    ck_assert(!smk_stream_partial(&s));
+    smka_stream_rescan(&s);
+    ck_assert(!smka_stream_backlog(&s));
+    ck_assert(!smka_stream_partial(&s));
     /* Nothing buffered: rescan is a no-op, and reset clears a backlog. */
-    smk_stream_rescan(&s);
-    ck_assert(!smk_stream_backlog(&s));
+    smka_stream_rescan(&s);
+    ck_assert(!smka_stream_backlog(&s));
     ck_assert_int_eq(feed(&s, dead.data, 30, 30, ev, 4), 0);
-    smk_stream_reset(&s);
-    ck_assert(!smk_stream_partial(&s));
-    smk_stream_free(&s);
+    smka_stream_reset(&s);
+    ck_assert(!smka_stream_partial(&s));
+    smka_stream_free(&s);
     smk_buf_free(&dead);
 }
 END_TEST
 
 /* Salvage: the quick path for the same case, taken when the line has gone
  * quiet and the dead frame's received bytes end in whole requests. */
-static int replay_ids(struct smk_stream *s, int64_t *ev, int max)
+static int replay_ids(struct smka_stream *s, int64_t *ev, int max)
 {
     int n = 0;
-    while (smk_stream_backlog(s) && n < max) {
+    while (smka_stream_backlog(s) && n < max) {
         struct smk_msg m;
-        int k = smk_stream_replay(s, &m);
+        int k = smka_stream_replay(s, &m);
         if (k != 0)
             ev[n++] = k > 0 ? (int64_t)m.hdr.id : k;
     }
@@ -1366,17 +1366,17 @@ START_TEST(stream_salvage_takes_whole_requests_after_a_dead_frame)
     struct raw r = {0};
     raw_put(&r, dead.data, dead.len / 2);
     raw_put(&r, next.data, next.len);
-    struct smk_stream s;
-    smk_stream_init(&s, 1);
+    struct smka_stream s;
+    smka_stream_init(&s, 1);
     int64_t ev[4];
     ck_assert_int_eq(feed(&s, r.p, r.len, 13, ev, 4), 0);
-    ck_assert_int_eq(smk_stream_salvage(&s), 1);
-    ck_assert(!smk_stream_partial(&s));
+    ck_assert_int_eq(smka_stream_salvage(&s), 1);
+    ck_assert(!smka_stream_partial(&s));
     ck_assert_int_eq(replay_ids(&s, ev, 4), 2);
     ck_assert_int_eq(ev[0], 2);
     ck_assert_int_eq(ev[1], 3);
-    ck_assert(!smk_stream_partial(&s) && !smk_stream_backlog(&s));
-    smk_stream_free(&s);
+    ck_assert(!smka_stream_partial(&s) && !smka_stream_backlog(&s));
+    smka_stream_free(&s);
     smk_buf_free(&dead);
     smk_buf_free(&next);
     free(r.p);
@@ -1388,32 +1388,32 @@ START_TEST(stream_salvage_leaves_what_does_not_end_in_whole_frames)
     struct smk_buf dead = {0}, next = {0}, inner = {0};
     encode_dead(&dead);
     encode_sample(6, &next, 9);
-    struct smk_stream s;
-    smk_stream_init(&s, 1);
+    struct smka_stream s;
+    smka_stream_init(&s, 1);
     int64_t ev[4];
     /* A dead frame alone, and one followed by part of a request. */
     ck_assert_int_eq(feed(&s, dead.data, dead.len / 2, 0, ev, 4), 0);
-    ck_assert_int_eq(smk_stream_salvage(&s), 0);
+    ck_assert_int_eq(smka_stream_salvage(&s), 0);
     ck_assert_int_eq(feed(&s, next.data, next.len - 1, 0, ev, 4), 0);
     size_t have = s.have;
-    ck_assert_int_eq(smk_stream_salvage(&s), 0);
-    ck_assert(smk_stream_partial(&s) && s.have == have && !smk_stream_backlog(&s));
+    ck_assert_int_eq(smka_stream_salvage(&s), 0);
+    ck_assert(smka_stream_partial(&s) && s.have == have && !smka_stream_backlog(&s));
     /* Its last byte makes it whole. */
     ck_assert_int_eq(feed(&s, next.data + next.len - 1, 1, 0, ev, 4), 0);
-    ck_assert_int_eq(smk_stream_salvage(&s), 1);
+    ck_assert_int_eq(smka_stream_salvage(&s), 1);
     ck_assert_int_eq(replay_ids(&s, ev, 4), 1);
     ck_assert_int_eq(ev[0], 9);
     /* A frame whose data is a whole frame, one byte short: nothing whole
      * ends it, so it is left alone. */
-    smk_stream_reset(&s);
+    smka_stream_reset(&s);
     ck_assert_int_eq(smk_encode_empty(&inner, SMK_PING, 5), 0);
     smk_buf_free(&next);
     ck_assert_int_eq(smk_encode_write_file(&next, 6, "/f", 0644, inner.data, inner.len), 0);
     ck_assert_int_eq(feed(&s, next.data, next.len - 1, 0, ev, 4), 0);
-    ck_assert_int_eq(smk_stream_salvage(&s), 0);
+    ck_assert_int_eq(smka_stream_salvage(&s), 0);
     ck_assert_int_eq(feed(&s, next.data + next.len - 1, 1, 0, ev, 4), 1);
     ck_assert_int_eq(ev[0], 6);
-    smk_stream_free(&s);
+    smka_stream_free(&s);
     smk_buf_free(&dead);
     smk_buf_free(&next);
     smk_buf_free(&inner);

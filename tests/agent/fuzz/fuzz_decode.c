@@ -2,7 +2,7 @@
  * Fuzz target for everything the agent does with bytes a hostile host
  * controls before a request reaches a handler: smk_decode() on the frame
  * (header, each message type's fields, every length and count), the
- * smk_strlist_next() walk exec.c does over argv and env, and smk_stream
+ * smk_strlist_next() walk exec.c does over argv and env, and smka_stream
  * reassembling frames from a byte stream in arbitrary read sizes, with and
  * without resync, including virtio-serial's salvage, rescan and replay of
  * a frame that stopped arriving.
@@ -454,7 +454,7 @@ static size_t chunk(uint64_t *rng, size_t want)
     return n < want ? n : want;
 }
 
-static void check_stream_frame(const struct smk_stream *st, const uint8_t *data, size_t consumed,
+static void check_stream_frame(const struct smka_stream *st, const uint8_t *data, size_t consumed,
                                const struct smk_msg *m)
 {
     /* The stream never reads ahead: a finished frame is exactly the last
@@ -467,20 +467,20 @@ static void check_stream_frame(const struct smk_stream *st, const uint8_t *data,
 
 /* Salvage either changes nothing, or gives up the partial frame and sets
  * aside one or more whole, valid frames from its tail. */
-static void check_salvage(struct smk_stream *st)
+static void check_salvage(struct smka_stream *st)
 {
     size_t have = st->have;
     const uint8_t *bytes = st->frame ? st->frame : st->head;
     uint8_t *copy = malloc(have);
     CHECK(copy != NULL);
     memcpy(copy, bytes, have);
-    if (!smk_stream_salvage(st)) {
-        CHECK(smk_stream_partial(st) && st->have == have && !smk_stream_backlog(st));
+    if (!smka_stream_salvage(st)) {
+        CHECK(smka_stream_partial(st) && st->have == have && !smka_stream_backlog(st));
         CHECK(memcmp(st->frame ? st->frame : st->head, copy, have) == 0);
         free(copy);
         return;
     }
-    CHECK(!smk_stream_partial(st) && smk_stream_backlog(st));
+    CHECK(!smka_stream_partial(st) && smka_stream_backlog(st));
     size_t len = st->backlog_len;
     CHECK(st->backlog_off == 0 && len >= SMK_HEADER_SIZE && len < have);
     CHECK(memcmp(st->backlog, copy + have - len, len) == 0);
@@ -498,12 +498,12 @@ static void check_salvage(struct smk_stream *st)
 /*
  * Feeds data to a stream in pseudo-random read sizes, as conn.c does.
  * With resync, sometimes gives up on a partial frame the way the serial
- * stall path does (smk_stream_rescan) and replays the set-aside bytes.
+ * stall path does (smka_stream_rescan) and replays the set-aside bytes.
  */
 static void run_stream(const uint8_t *data, size_t size, int resync, uint64_t seed)
 {
-    struct smk_stream st;
-    smk_stream_init(&st, resync);
+    struct smka_stream st;
+    smka_stream_init(&st, resync);
     uint64_t rng = seed;
     size_t off = 0, frames = 0;
     /* Bytes fed to the stream (fresh or replayed), for the no-read-ahead
@@ -512,20 +512,20 @@ static void run_stream(const uint8_t *data, size_t size, int resync, uint64_t se
     for (int guard = 0; guard < 1 << 20; guard++) {
         struct smk_msg m;
         int k;
-        if (smk_stream_backlog(&st)) {
+        if (smka_stream_backlog(&st)) {
             replayed = 1;
             size_t before = st.backlog_len - st.backlog_off;
-            k = smk_stream_replay(&st, &m);
+            k = smka_stream_replay(&st, &m);
             CHECK(st.backlog_len - st.backlog_off <= before);
         } else {
             if (off == size) {
-                if (resync && smk_stream_partial(&st)) {
+                if (resync && smka_stream_partial(&st)) {
                     /* The serial stall path: give up, look for a later frame. */
                     size_t had = st.have;
-                    smk_stream_rescan(&st);
-                    CHECK(!smk_stream_partial(&st));
+                    smka_stream_rescan(&st);
+                    CHECK(!smka_stream_partial(&st));
                     CHECK(st.backlog_len - st.backlog_off < had);
-                    if (smk_stream_backlog(&st)) {
+                    if (smka_stream_backlog(&st)) {
                         CHECK(memcmp(st.backlog, SMK_MAGIC,
                                      st.backlog_len < 4 ? st.backlog_len : 4) == 0);
                         continue;
@@ -534,7 +534,7 @@ static void run_stream(const uint8_t *data, size_t size, int resync, uint64_t se
                 break;
             }
             size_t n;
-            uint8_t *p = smk_stream_want(&st, &n);
+            uint8_t *p = smka_stream_want(&st, &n);
             if (!p) {
                 CHECK(!resync && st.broken);
                 break;
@@ -546,17 +546,17 @@ static void run_stream(const uint8_t *data, size_t size, int resync, uint64_t se
                 n = size - off;
             memcpy(p, data + off, n);
             off += n;
-            k = smk_stream_advance(&st, n, &m);
+            k = smka_stream_advance(&st, n, &m);
             /* Sometimes the line goes quiet in the middle of a frame: the
              * serial handler tries to salvage whole requests at its end,
              * and after a long stall rescans. */
-            if (k == 0 && resync && smk_stream_partial(&st)) {
+            if (k == 0 && resync && smka_stream_partial(&st)) {
                 uint32_t x = next_rand(&rng);
                 if ((x & 7) == 0)
                     check_salvage(&st);
                 else if ((x & 63) == 1)
-                    smk_stream_rescan(&st);
-                if (!smk_stream_partial(&st))
+                    smka_stream_rescan(&st);
+                if (!smka_stream_partial(&st))
                     continue;
             }
         }
@@ -575,7 +575,7 @@ static void run_stream(const uint8_t *data, size_t size, int resync, uint64_t se
                 CHECK(st.broken);
         }
     }
-    smk_stream_free(&st);
+    smka_stream_free(&st);
     (void)frames;
 }
 

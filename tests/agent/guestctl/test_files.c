@@ -106,7 +106,7 @@ static int entries(const char *d)
 static int write_file(const char *p, uint32_t mode, const char *data)
 {
     char why[PATH_MAX + 128] = "";
-    int r = smk_write_file(p, mode, (const uint8_t *)data, strlen(data), why, sizeof(why));
+    int r = smka_write_file(p, mode, (const uint8_t *)data, strlen(data), why, sizeof(why));
     ck_assert_msg(r == 0 || why[0], "no reason given for %d", r);
     return r;
 }
@@ -117,7 +117,7 @@ static int read_file(const char *p, char *out, size_t out_len)
     uint8_t *data = NULL;
     size_t len = 0;
     int truncated = 0;
-    int r = smk_read_file(p, &data, &len, &truncated, why, sizeof(why));
+    int r = smka_read_file(p, &data, &len, &truncated, why, sizeof(why));
     if (r == 0) {
         ck_assert_uint_lt(len, out_len);
         memcpy(out, data, len);
