@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# shellcheck shell=dash
 # /init of the x86_64 guest, run by /bin/busybox sh as PID 1. SPDX-License-Identifier: MIT
 #
 # Implements the guest contract in assets/GUEST.md, as init-oci does on aarch64:
@@ -46,7 +47,7 @@ $B mount -a -T /proc/.smk-fstab || fail "mount /proc, /sys, /dev or /run"
 # does, which matters only for smk.entrypoint.
 read -r cmdline </proc/cmdline
 set -f
-ep= root= fstype= hn=supermachine inq=
+ep='' root='' fstype='' hn=supermachine inq=''
 for w in $cmdline; do
 	if [ -n "$inq" ]; then
 		ep="$ep $w"
@@ -75,7 +76,8 @@ $B ip link set lo up || fail "cannot bring lo up"
 # "hsqs" at 0, no uuid or label. $N below is byte N-1 (positional parameters
 # count from 1).
 probe() {
-	ptype= puuid= plabel=
+	ptype='' puuid='' plabel='' h=''
+	# shellcheck disable=SC2046 # one positional parameter per byte
 	set -- $($B od -A n -t x1 -v -N 1160 "$1" 2>/dev/null)
 	[ $# -eq 1160 ] || return 1
 	if [ "$1$2$3$4" = 68737173 ]; then
@@ -145,6 +147,7 @@ if [ -n "$root" ]; then
 		case $want in *[A-F]*) want=$(echo "$want" | $B tr A-F a-f) ;; esac
 		;;
 	LABEL=?*)
+		# shellcheck disable=SC2046 # one positional parameter per byte
 		set -- $(printf %s "${root#LABEL=}" | $B od -A n -t x1 -v)
 		want="$*"
 		;;
