@@ -21,7 +21,6 @@ import shutil
 import platform
 import signal
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile

@@ -501,7 +501,7 @@ class Test:
             raise boot.StepFailed(f"hostname {name!r}, {NIC} {addr!r}")
         p = vm.agent(["exec", "--", GUEST_AGENT, "client", boot.VSOCK_LOOPBACK, "ping"])
         if p.returncode != 0 or "version" not in boot.parse_kv(p.stdout.decode(errors="replace")):
-            raise boot.StepFailed(f"vsock listener: " + boot.Client.describe(p))
+            raise boot.StepFailed("vsock listener: " + boot.Client.describe(p))
         vm.random = vm.guest(SNAP_GUEST, "urandom", "32")
         ran = vm.agent(["read", INFLIGHT_FILE]).returncode == 0
         try:
