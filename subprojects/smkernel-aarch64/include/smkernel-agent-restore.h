@@ -1,3 +1,4 @@
+/* GENERATED from smkernel-x86_64/include/smkernel-agent-restore.h by sync-shared sha256:910a72980795 */
 /*
  * smkernel-agent-restore: what a VMM sends a guest right after restoring it from a snapshot,
  * in one call, over the agent client of smkernel-agent.h. docs/SNAPSHOTS.md has the whole

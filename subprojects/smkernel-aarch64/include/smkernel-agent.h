@@ -1,3 +1,4 @@
+/* GENERATED from smkernel-x86_64/include/smkernel-agent.h by sync-shared sha256:855b7f37f4bc */
 /*
  * smkernel-agent: the host-side client of supermachine-agent, the agent inside the guest.
  * Included by <smkernel.h>; arch-independent. The wire protocol it speaks is

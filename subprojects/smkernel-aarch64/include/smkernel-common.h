@@ -1,3 +1,4 @@
+/* GENERATED from smkernel-x86_64/include/smkernel-common.h by sync-shared sha256:a95fe03ff42e */
 /*
  * smkernel — pre-built guest assets (kernel, agent, helpers) for the supermachine microVM
  * runtime, embedded compressed in the library and extracted with libarchive.

@@ -1,3 +1,4 @@
+/* GENERATED from smkernel-x86_64/tests/corrupt-probe.c by sync-shared sha256:b9959171a3ae */
 /*
  * corrupt-probe ASSET: run against a library built (with -Dblobcheck=false) from a blob that
  * tests/standalone/check-subproject.py corrupted on purpose. Every way of getting at ASSET

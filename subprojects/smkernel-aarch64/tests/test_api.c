@@ -1,3 +1,4 @@
+/* GENERATED from smkernel-x86_64/tests/test_api.c by sync-shared sha256:c1b1bbcf871c */
 /*
  * The sub-library's API tests (Check). Identical in both per-arch subprojects; what differs
  * comes from the generated SMK_HAVE_* macros of the arch header. SPDX-License-Identifier: MIT

@@ -1,3 +1,4 @@
+/* GENERATED from smkernel-x86_64/tools/blobcheck.c by sync-shared sha256:656846e85330 */
 /*
  * blobcheck MANIFEST STAMP: the build step that refuses a blob not matching its manifest row.
  * Each blob is decoded with libarchive (as the library will at run time) and its compressed

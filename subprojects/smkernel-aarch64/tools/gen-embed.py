@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# GENERATED from smkernel-x86_64/tools/gen-embed.py by sync-shared sha256:235d4143c752
 # SPDX-License-Identifier: MIT
 """Generate the embedding of a per-arch asset set from its manifest.
 

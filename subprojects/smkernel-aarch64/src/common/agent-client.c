@@ -1,3 +1,4 @@
+/* GENERATED from smkernel-x86_64/src/common/agent-client.c by sync-shared sha256:8a517d7ae00b */
 /*
  * The host-side client of supermachine-agent (smkernel-agent.h): connection set-up, version
  * negotiation, requests matched to replies by id, process events queued per handle with

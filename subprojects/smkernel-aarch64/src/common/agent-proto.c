@@ -1,3 +1,4 @@
+/* GENERATED from smkernel-x86_64/src/common/agent-proto.c by sync-shared sha256:df16caf74bbc */
 #include "agent-proto.h"
 
 #include <stdint.h>

@@ -1,3 +1,4 @@
+/* GENERATED from smkernel-x86_64/src/common/agent-proto.h by sync-shared sha256:fec22b357516 */
 /*
  * The agent's wire protocol: frame layout, limits, and a pure encoder and
  * decoder (no I/O, no global state), so they can be unit-tested and fuzzed.

@@ -1,3 +1,4 @@
+/* GENERATED from smkernel-x86_64/src/common/agent-restore.c by sync-shared sha256:b872321c91fd */
 /*
  * smk_agent_after_restore (smkernel-agent-restore.h): the post-restore steps of
  * docs/SNAPSHOTS.md as one call over the public agent client.

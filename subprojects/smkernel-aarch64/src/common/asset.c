@@ -1,3 +1,4 @@
+/* GENERATED from smkernel-x86_64/src/common/asset.c by sync-shared sha256:cd90bbed6a73 */
 /* Asset lookup, version and error strings. SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* GENERATED from smkernel-x86_64/src/common/atomic.c by sync-shared sha256:b2edab505979 */
 /*
  * Atomic file replacement: write a temporary file in the target's directory, fsync it, publish
  * it under the target's name. SPDX-License-Identifier: MIT

@@ -1,3 +1,4 @@
+/* GENERATED from smkernel-x86_64/src/common/cache.c by sync-shared sha256:645454729ee7 */
 /* The per-user asset cache behind smk_asset_path(). SPDX-License-Identifier: MIT */
 #define _GNU_SOURCE
 #include <errno.h>

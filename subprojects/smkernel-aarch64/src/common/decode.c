@@ -1,3 +1,4 @@
+/* GENERATED from smkernel-x86_64/src/common/decode.c by sync-shared sha256:f5214524868f */
 /* Decompression of the embedded blobs through libarchive. SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+/* GENERATED from smkernel-x86_64/src/common/extract.c by sync-shared sha256:4b463f37589f */
 /* Extraction of an asset to a file. SPDX-License-Identifier: MIT */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* GENERATED from smkernel-x86_64/src/common/initramfs.c by sync-shared sha256:79fbe922742d */
 /*
  * The initramfs writer: a cpio "newc" archive, written with libarchive, whose entries have fixed
  * owners, times and inode numbers so the same inputs always give the same bytes.

@@ -1,3 +1,4 @@
+/* GENERATED from smkernel-x86_64/src/common/internal.h by sync-shared sha256:6210295a1c1f */
 /* Internal interfaces shared by the library's source files. SPDX-License-Identifier: MIT */
 #ifndef SMK_INTERNAL_H
 #define SMK_INTERNAL_H
