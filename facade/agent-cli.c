@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,9 +41,14 @@ static const char agent_usage[] =
     "--timeout bounds connecting and each request (default 30 s); exec waits for the command\n"
     "as long as it runs.\n";
 
-static int usage(const char *what)
+__attribute__((format(printf, 1, 2))) static int usage(const char *fmt, ...)
 {
-    fprintf(stderr, "smkernel agent: %s\n%s", what, agent_usage);
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("smkernel agent: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n%s", agent_usage);
     return EXIT_USAGE;
 }
 
@@ -145,27 +151,38 @@ static int cmd_exec(struct smk_agent *a, int argc, char **argv, int timeout_ms)
             break;
         if (strcmp(o, "--tty") == 0) {
             cmd.flags |= SMK_AGENT_TTY;
-        } else if (strcmp(o, "--env") == 0 && i + 1 < argc && strchr(argv[i + 1], '=') &&
-                   argv[i + 1][0] != '=') {
+        } else if ((strcmp(o, "--env") == 0 || strcmp(o, "--cwd") == 0 ||
+                    strcmp(o, "--user") == 0) &&
+                   i + 1 >= argc) {
+            free(env);
+            usage("exec: %s needs a value (%s)", o,
+                  o[2] == 'e' ? "K=V" : o[2] == 'c' ? "DIR" : "UID[:GID]");
+            return EXIT_CANNOT_RUN;
+        } else if (strcmp(o, "--env") == 0) {
+            if (!strchr(argv[i + 1], '=') || argv[i + 1][0] == '=') {
+                usage("exec: --env wants K=V, not '%s'", argv[i + 1]);
+                free(env);
+                return EXIT_CANNOT_RUN;
+            }
             env[cmd.envc++] = argv[++i];
-        } else if (strcmp(o, "--cwd") == 0 && i + 1 < argc) {
+        } else if (strcmp(o, "--cwd") == 0) {
             cmd.cwd = argv[++i];
-        } else if (strcmp(o, "--user") == 0 && i + 1 < argc) {
+        } else if (strcmp(o, "--user") == 0) {
             char *end;
             unsigned long uid = strtoul(argv[++i], &end, 10), gid = uid;
             if (*end == ':')
                 gid = strtoul(end + 1, &end, 10);
             if (*end || argv[i][0] == '\0' || uid > 0xffffffffUL || gid > 0xffffffffUL) {
+                usage("exec: --user wants UID[:GID] (numbers), not '%s'", argv[i]);
                 free(env);
-                usage("--user needs UID[:GID] (numbers)");
                 return EXIT_CANNOT_RUN;
             }
             cmd.flags |= SMK_AGENT_USER;
             cmd.uid = (uint32_t)uid;
             cmd.gid = (uint32_t)gid;
         } else {
+            usage("exec: unknown option '%s'", o);
             free(env);
-            usage("exec: unknown option or missing value");
             return EXIT_CANNOT_RUN;
         }
     }
@@ -328,16 +345,21 @@ static int cmd_cp(struct smk_agent *a, int argc, char **argv, int timeout_ms)
 {
     uint32_t mode = 0644;
     int i = 0;
-    if (i + 1 < argc && strcmp(argv[i], "--mode") == 0) {
+    if (i < argc && strcmp(argv[i], "--mode") == 0) {
+        if (i + 1 >= argc)
+            return usage("cp: --mode needs a value (OCTAL)");
         char *end;
         unsigned long m = strtoul(argv[i + 1], &end, 8);
         if (*end || !argv[i + 1][0] || m > 07777)
-            return usage("cp: --mode needs an octal mode");
+            return usage("cp: --mode '%s' is not an octal mode (0 to 7777)", argv[i + 1]);
         mode = (uint32_t)m;
         i += 2;
     }
+    if (i < argc && strcmp(argv[i], "--") == 0)
+        i++;
     if (argc - i != 2)
-        return usage("cp: expected a source and a destination");
+        return usage("cp: expected a source and a destination, %d argument%s given", argc - i,
+                     argc - i == 1 ? "" : "s");
     const char *src = argv[i], *dst = argv[i + 1];
     if (dst[0] == ':' && src[0] != ':') {
         uint8_t *data = NULL;
@@ -383,19 +405,27 @@ int smk_cli_agent(int argc, char **argv)
     int timeout_ms = 30000;
     int i = 0;
     for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
-        if (strcmp(argv[i], "--connect") == 0 && i + 1 < argc) {
+        if (strcmp(argv[i], "--") == 0) {
+            i++;
+            break;
+        }
+        if ((strcmp(argv[i], "--connect") == 0 || strcmp(argv[i], "--timeout") == 0) &&
+            i + 1 >= argc)
+            return usage("%s needs a value (%s)", argv[i],
+                         argv[i][2] == 'c' ? "ADDR" : "seconds");
+        if (strcmp(argv[i], "--connect") == 0) {
             addr = argv[++i];
-        } else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+        } else if (strcmp(argv[i], "--timeout") == 0) {
             char *end;
             double s = strtod(argv[++i], &end);
             if (*end || !(s > 0 && s < 2000000))
-                return usage("--timeout needs seconds");
+                return usage("--timeout wants seconds (more than 0), not '%s'", argv[i]);
             timeout_ms = (int)(s * 1000);
         } else if (strcmp(argv[i], "--help") == 0) {
             fputs(agent_usage, stdout);
             return 0;
         } else {
-            return usage("unknown option");
+            return usage("unknown option '%s'", argv[i]);
         }
     }
     if (!addr)
@@ -404,7 +434,7 @@ int smk_cli_agent(int argc, char **argv)
         return usage("no command given");
     const char *cmd = argv[i++];
     if (strcmp(cmd, "ping") && strcmp(cmd, "exec") && strcmp(cmd, "cp") && strcmp(cmd, "shutdown"))
-        return usage("unknown command");
+        return usage("unknown command '%s'", cmd);
     struct smk_agent *a = NULL;
     int r = smk_agent_connect(addr, timeout_ms, &a);
     if (r < 0) {
@@ -429,7 +459,7 @@ int smk_cli_agent(int argc, char **argv)
     } else {
         int poweroff = i < argc && strcmp(argv[i], "--poweroff") == 0;
         if (i + poweroff != argc)
-            rc = usage("shutdown takes only --poweroff");
+            rc = usage("shutdown takes only --poweroff, not '%s'", argv[i + poweroff]);
         else
             rc = (r = smk_agent_shutdown(a, poweroff, timeout_ms)) < 0 ? failed(a, "shutdown", r)
                                                                       : 0;

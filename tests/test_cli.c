@@ -206,6 +206,138 @@ START_TEST(test_cmdline)
 }
 END_TEST
 
+/* Every usage and input error names the argument at fault, and writes nothing. */
+START_TEST(test_errors_name_the_fault)
+{
+    FILE *f = fopen(at("hello"), "w");
+    fputs("hello\n", f);
+    fclose(f);
+    char add[700];
+
+    ck_assert_int_eq(run("initramfs", "--add", "/nonexistent-host-file:/x", at("o.cpio"), NULL), 1);
+    ck_assert_msg(strstr(err, "cannot read /nonexistent-host-file") != NULL, "%s", err);
+    ck_assert(strstr(err, "o.cpio") == NULL);
+    ck_assert_int_eq(access(at("o.cpio"), F_OK), -1);
+
+    snprintf(add, sizeof add, "%s:/etc2", tmp);
+    ck_assert_int_eq(run("initramfs", "--add", add, at("o.cpio"), NULL), 1);
+    ck_assert_msg(strstr(err, tmp) && strstr(err, "is a directory"), "%s", err);
+    ck_assert(strstr(err, "o.cpio") == NULL);
+
+    snprintf(add, sizeof add, "%s:/x:999", at("hello"));
+    ck_assert_int_eq(run("initramfs", "--add", add, at("o.cpio"), NULL), 2);
+    ck_assert_msg(strstr(err, "MODE '999'") && strstr(err, add), "%s", err);
+
+    ck_assert_int_eq(run("initramfs", "--add", NULL), 2);
+    ck_assert_msg(strstr(err, "--add needs a value") != NULL, "%s", err);
+
+    ck_assert_int_eq(run("cmdline", "x", NULL), 2);
+    ck_assert_msg(strstr(err, "cmdline takes no arguments, not 'x'") != NULL, "%s", err);
+
+    /* A missing parent is named as such, not as a missing file or asset. */
+    ck_assert_int_eq(run("extract", "kernel", at("nod/sub/k"), NULL), 1);
+    ck_assert_msg(strstr(err, "directory") && strstr(err, "nod/sub does not exist") &&
+                      strstr(err, "--parents"),
+                  "%s", err);
+    ck_assert_int_eq(run("initramfs", at("nod/x.cpio"), NULL), 1);
+    ck_assert_msg(strstr(err, "nod does not exist") != NULL, "%s", err);
+    ck_assert_int_eq(run("extract", "kernel", at("hello/k"), NULL), 1);
+    ck_assert_msg(strstr(err, "hello is not a directory") != NULL, "%s", err);
+
+    ck_assert_int_eq(run("extract", "--bogus", "kernel", at("k"), NULL), 2);
+    ck_assert_msg(strstr(err, "unknown option '--bogus' for extract") != NULL, "%s", err);
+    ck_assert_int_eq(run("list", "extra", NULL), 2);
+    ck_assert_msg(strstr(err, "list takes no arguments, not 'extra'") != NULL, "%s", err);
+
+    ck_assert_int_eq(run("agent", "--connect", NULL), 2);
+    ck_assert_msg(strstr(err, "--connect needs a value") != NULL, "%s", err);
+    ck_assert_int_eq(run("agent", "--timeout", NULL), 2);
+    ck_assert_msg(strstr(err, "--timeout needs a value") != NULL, "%s", err);
+    ck_assert_int_eq(run("agent", "--bogus", NULL), 2);
+    ck_assert_msg(strstr(err, "unknown option '--bogus'") != NULL, "%s", err);
+    ck_assert_int_eq(run("agent", "--connect", "unix:/nonexistent", "frob", NULL), 2);
+    ck_assert_msg(strstr(err, "unknown command 'frob'") != NULL, "%s", err);
+}
+END_TEST
+
+/* --parents and --all in either order; "--" ends the options. */
+START_TEST(test_options)
+{
+    size_t n;
+    const struct smk_asset *const *list = smk_assets(&n);
+    const char *order[2][2] = {{"--parents", "--all"}, {"--all", "--parents"}};
+    for (int o = 0; o < 2; o++) {
+        char dir[300];
+        snprintf(dir, sizeof dir, "p%d/q/r", o);
+        ck_assert_int_eq(run("extract", order[o][0], order[o][1], at(dir), NULL), 0);
+        for (size_t i = 0; i < n; i++) {
+            char p[700];
+            snprintf(p, sizeof p, "%s/%s", at(dir), list[i]->file_name);
+            ck_assert_int_eq(smk_verify_file(list[i]->id, p), 0);
+        }
+    }
+    ck_assert_int_eq(run("extract", "--", "kernel", at("dd"), NULL), 0);
+    ck_assert_int_eq(smk_verify_file(SMK_ASSET_KERNEL, at("dd")), 0);
+    ck_assert_int_eq(run("extract", "--", "--all", at("x"), NULL), 2);
+    ck_assert_msg(strstr(err, "unknown asset '--all'") != NULL, "%s", err);
+    ck_assert_int_eq(run("initramfs", "--parents", "--", at("i/j/-x.cpio"), NULL), 0);
+    ck_assert_int_eq(access(at("i/j/-x.cpio"), F_OK), 0);
+    ck_assert_int_eq(run("cmdline", "--", NULL), 0);
+
+    const char *cmds[] = {"list", "extract", "initramfs", "verify", "path", "cmdline", "agent"};
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+        ck_assert_int_eq(run(cmds[i], "--help", NULL), 0);
+        char want[64];
+        snprintf(want, sizeof want, "usage: smkernel %s", cmds[i]);
+        ck_assert_msg(strstr(out, want) != NULL, "%s --help: %s", cmds[i], out);
+        ck_assert_str_eq(err, "");
+    }
+}
+END_TEST
+
+/* list: tab-separated without blanks inside a field; list --json: valid JSON, same facts. */
+START_TEST(test_list_formats)
+{
+    size_t n;
+    const struct smk_asset *const *list = smk_assets(&n);
+    ck_assert_int_eq(run("list", NULL), 0);
+    ck_assert_msg(strncmp(out, "NAME\tFILE\tSIZE\tBLOB\tMODE\tCODEC\tSHA256\tVERSION\tLICENSE\n",
+                          strlen("NAME\tFILE\tSIZE\tBLOB\tMODE\tCODEC\tSHA256\tVERSION\tLICENSE\n")) == 0,
+                  "%s", out);
+    ck_assert(strchr(out, ' ') == NULL);
+    size_t lines = 0;
+    for (char *line = out; *line; lines++) {
+        char *end = strchr(line, '\n');
+        ck_assert_ptr_nonnull(end);
+        int tabs = 0;
+        for (char *c = line; c < end; c++)
+            tabs += *c == '\t';
+        ck_assert_int_eq(tabs, 8);
+        line = end + 1;
+    }
+    ck_assert_uint_eq(lines, n + 1);
+
+    ck_assert_int_eq(run("list", "--json", NULL), 0);
+    char script[2000];
+    int len = snprintf(script, sizeof script,
+                       "python3 -c 'import json,sys\n"
+                       "d = json.load(open(sys.argv[1]))\n"
+                       "assert d[\"version\"] == \"%s\" and d[\"arch\"] == \"%s\", d\n"
+                       "assert len(d[\"assets\"]) == %zu, d\n",
+                       smk_version(), smk_arch(), n);
+    for (size_t i = 0; i < n; i++) {
+        len += snprintf(script + len, sizeof script - (size_t)len,
+                        "a = d[\"assets\"][%zu]\n"
+                        "assert (a[\"name\"], a[\"size\"], a[\"sha256\"], a[\"mode\"]) == "
+                        "(\"%s\", %llu, \"%s\", \"%04o\"), a\n",
+                        i, list[i]->name, (unsigned long long)list[i]->size,
+                        list[i]->sha256_hex, list[i]->mode);
+    }
+    snprintf(script + len, sizeof script - (size_t)len, "' '%s'", at(".out"));
+    ck_assert_int_eq(system(script), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("smkernel cli");
@@ -219,6 +351,9 @@ int main(void)
     tcase_add_test(tc, test_path);
     tcase_add_test(tc, test_initramfs);
     tcase_add_test(tc, test_cmdline);
+    tcase_add_test(tc, test_errors_name_the_fault);
+    tcase_add_test(tc, test_options);
+    tcase_add_test(tc, test_list_formats);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
