@@ -53,8 +53,8 @@
 #define DEFAULT_HOSTNAME "supermachine"
 /* The workload's whole environment (assets/GUEST.md). */
 static char *const workload_env[] = {
-    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
-    "TERM=linux", NULL};
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "TERM=linux",
+    NULL};
 
 static volatile pid_t main_pid = -1;
 

@@ -60,8 +60,9 @@
 
 static unsigned int drain_ms = 1000;
 module_param(drain_ms, uint, 0644);
-MODULE_PARM_DESC(drain_ms,
-		 "ms a CPU may take to run out of other runnable tasks before park fails with EBUSY");
+MODULE_PARM_DESC(
+	drain_ms,
+	"ms a CPU may take to run out of other runnable tasks before park fails with EBUSY");
 
 /* Per-CPU state machine; the thread owns WORKING and PARKED. */
 enum { ST_IDLE, ST_REQUESTED, ST_WORKING, ST_PARKED };
@@ -74,9 +75,9 @@ struct smpark_cpu {
 static DEFINE_PER_CPU(struct task_struct *, smpark_task);
 static DEFINE_PER_CPU(struct smpark_cpu, smpark_cpu);
 
-static DEFINE_MUTEX(smpark_lock);	/* serialises park, unpark and exit */
+static DEFINE_MUTEX(smpark_lock); /* serialises park, unpark and exit */
 static DECLARE_WAIT_QUEUE_HEAD(smpark_wq);
-static int smpark_release;		/* parked CPUs leave when it becomes 1 */
+static int smpark_release; /* parked CPUs leave when it becomes 1 */
 static atomic_t smpark_nparked = ATOMIC_INIT(0);
 
 /* Under smpark_lock: */
@@ -84,7 +85,7 @@ static bool smpark_parked;
 static int smpark_keeper = -1;
 static struct cpumask smpark_targets;
 static LIST_HEAD(smpark_moved_irqs);
-static char smpark_timer_migration[8];	/* saved sysctl value, "" if untouched */
+static char smpark_timer_migration[8]; /* saved sysctl value, "" if untouched */
 
 struct smpark_irq {
 	struct list_head node;
@@ -310,7 +311,6 @@ static void smpark_let_go(void)
 #endif
 }
 
-
 static int smpark_park(void)
 {
 	unsigned int cpu, keeper;
@@ -375,8 +375,8 @@ static int smpark_park(void)
 	WRITE_ONCE(smpark_keeper, keeper);
 	WRITE_ONCE(smpark_parked, true);
 	cpus_read_unlock();
-	pr_debug("smpark: parked %*pbl, cpu%u keeps running\n",
-		 cpumask_pr_args(&smpark_targets), keeper);
+	pr_debug("smpark: parked %*pbl, cpu%u keeps running\n", cpumask_pr_args(&smpark_targets),
+		 keeper);
 	return 0;
 }
 
@@ -402,8 +402,8 @@ static ssize_t park_show(struct kobject *kobj, struct kobj_attribute *attr, char
 	return sysfs_emit(buf, "%d\n", READ_ONCE(smpark_parked) ? 1 : 0);
 }
 
-static ssize_t park_store(struct kobject *kobj, struct kobj_attribute *attr,
-			  const char *buf, size_t count)
+static ssize_t park_store(struct kobject *kobj, struct kobj_attribute *attr, const char *buf,
+			  size_t count)
 {
 	bool on;
 	int err = kstrtobool(buf, &on);
@@ -432,9 +432,10 @@ static ssize_t cpus_show(struct kobject *kobj, struct kobj_attribute *attr, char
 
 	for_each_online_cpu(cpu) {
 		int st = atomic_read(&per_cpu(smpark_cpu, cpu).state);
-		const char *what = st == ST_PARKED ? "parked" :
-				   st != ST_IDLE ? "parking" :
-				   (int)cpu == keeper ? "keeper" : "running";
+		const char *what = st == ST_PARKED    ? "parked" :
+				   st != ST_IDLE      ? "parking" :
+				   (int)cpu == keeper ? "keeper" :
+							"running";
 
 		len += sysfs_emit_at(buf, len, "%u %s\n", cpu, what);
 	}
@@ -452,11 +453,7 @@ static struct kobj_attribute cpus_attr = __ATTR_RO(cpus);
 static struct kobj_attribute version_attr = __ATTR_RO(version);
 
 static struct attribute *smpark_attrs[] = {
-	&park_attr.attr,
-	&parked_attr.attr,
-	&cpus_attr.attr,
-	&version_attr.attr,
-	NULL,
+	&park_attr.attr, &parked_attr.attr, &cpus_attr.attr, &version_attr.attr, NULL,
 };
 
 static const struct attribute_group smpark_group = {

@@ -110,7 +110,9 @@ static void collect(struct smk_agent *a, uint32_t proc, struct outcome *o, int t
         }
         char **buf = ev.stream == 1 ? &o->out : &o->err;
         size_t *len = ev.stream == 1 ? &o->out_len : &o->err_len;
-        *buf = realloc(*buf, *len + ev.len + 1);
+        char *grown = realloc(*buf, *len + ev.len + 1);
+        ck_assert_ptr_nonnull(grown);
+        *buf = grown;
         memcpy(*buf + *len, ev.data, ev.len);
         *len += ev.len;
         (*buf)[*len] = '\0';
@@ -316,8 +318,10 @@ START_TEST(fast_producer_is_held_to_the_window)
     }
     ck_assert_uint_eq(total, 64u << 20);
     long hwm = peak_kib(conn);
-    fprintf(stderr, "agent connection process peak RSS: %ld KiB after the spawn, %ld KiB after "
-            "64 MiB\n", before, hwm);
+    fprintf(stderr,
+            "agent connection process peak RSS: %ld KiB after the spawn, %ld KiB after "
+            "64 MiB\n",
+            before, hwm);
     ck_assert_int_gt(hwm, 0);
     ck_assert_int_lt(hwm, bound_kib);
     /* What streaming added, whatever the build (sanitizers have a larger base). */
@@ -364,8 +368,13 @@ START_TEST(interactive_shell_on_a_pty)
     struct smk_agent *a = connect_to(sock);
     const char *argv[] = {"sh", "-i"};
     const char *env[] = {"PS1=smk$ ", "ENV=/dev/null"};
-    struct smk_agent_cmd cmd = {.argv = argv, .argc = 2, .env = env, .envc = 2,
-                                .flags = SMK_AGENT_TTY, .rows = 24, .cols = 80};
+    struct smk_agent_cmd cmd = {.argv = argv,
+                                .argc = 2,
+                                .env = env,
+                                .envc = 2,
+                                .flags = SMK_AGENT_TTY,
+                                .rows = 24,
+                                .cols = 80};
     uint32_t proc = spawn(a, &cmd);
     char seen[65536] = "";
     expect_output(a, "smk$ ", seen, sizeof(seen));

@@ -185,7 +185,7 @@ static void start_agent(void)
     snprintf(sock_path, sizeof(sock_path), "%s/agent.sock", dir);
     snprintf(addr, sizeof(addr), "unix:%s", sock_path);
     start_agent_at(sock_path, &agent_pid);
-    struct run r = client(NO_STDIN, "ping", "--wait", "20", NULL);
+    struct run r = client(NO_STDIN, "ping", "--wait", "20", (char *)NULL);
     ck_assert_msg(r.status == 0, "agent did not come up: %s", r.err);
     run_free(&r);
 }
@@ -331,7 +331,7 @@ END_TEST
 
 START_TEST(ping_prints_version_and_times)
 {
-    struct run r = client(NO_STDIN, "ping", NULL);
+    struct run r = client(NO_STDIN, "ping", (char *)NULL);
     ck_assert_int_eq(r.status, 0);
     char version[64];
     unsigned proto;
@@ -353,7 +353,7 @@ START_TEST(exec_uname_matches_this_machine)
     FILE *p = popen("uname -m", "r");
     ck_assert_ptr_nonnull(fgets(expect, sizeof(expect), p));
     pclose(p);
-    struct run r = client(NO_STDIN, "exec", "--", "uname", "-m", NULL);
+    struct run r = client(NO_STDIN, "exec", "--", "uname", "-m", (char *)NULL);
     ck_assert_int_eq(r.status, 0);
     ck_assert_str_eq(r.out, expect);
     ck_assert_str_eq(r.err, "");
@@ -365,9 +365,9 @@ START_TEST(exec_passes_stdin_env_and_cwd)
 {
     char *real = realpath(dir, NULL), expect[512];
     snprintf(expect, sizeof(expect), "hello\nworld\n42|a=b\n%s\n", real);
-    struct run r =
-        client("hello\nworld\n", 12, "exec", "--env", "SMK_X=42", "--env=SMK_Y=a=b", "--cwd", dir,
-               "--stdin", "-", "--", "sh", "-c", "cat; echo \"$SMK_X|$SMK_Y\"; pwd -P", NULL);
+    struct run r = client("hello\nworld\n", 12, "exec", "--env", "SMK_X=42", "--env=SMK_Y=a=b",
+                          "--cwd", dir, "--stdin", "-", "--", "sh", "-c",
+                          "cat; echo \"$SMK_X|$SMK_Y\"; pwd -P", (char *)NULL);
     ck_assert_int_eq(r.status, 0);
     ck_assert_str_eq(r.out, expect);
     run_free(&r);
@@ -381,7 +381,7 @@ START_TEST(exec_stdin_from_a_file_keeps_binary_bytes)
     uint8_t *data = random_bytes(len, 1);
     char *f = path_in_dir("stdin.bin");
     write_local(f, data, len, 0644);
-    struct run r = client(NO_STDIN, "exec", "--stdin", f, "--", "cat", NULL);
+    struct run r = client(NO_STDIN, "exec", "--stdin", f, "--", "cat", (char *)NULL);
     ck_assert_int_eq(r.status, 0);
     ck_assert_uint_eq(r.out_len, len);
     ck_assert(memcmp(r.out, data, len) == 0);
@@ -392,7 +392,7 @@ END_TEST
 
 START_TEST(exec_without_stdin_sees_end_of_file)
 {
-    struct run r = client(NO_STDIN, "exec", "--", "wc", "-c", NULL);
+    struct run r = client(NO_STDIN, "exec", "--", "wc", "-c", (char *)NULL);
     ck_assert_int_eq(r.status, 0);
     ck_assert_int_eq(atoi(r.out), 0);
     run_free(&r);
@@ -401,7 +401,7 @@ END_TEST
 
 START_TEST(exec_default_cwd_is_root)
 {
-    struct run r = client(NO_STDIN, "exec", "--", "pwd", NULL);
+    struct run r = client(NO_STDIN, "exec", "--", "pwd", (char *)NULL);
     ck_assert_int_eq(r.status, 0);
     ck_assert_str_eq(r.out, "/\n");
     run_free(&r);
@@ -411,7 +411,7 @@ END_TEST
 START_TEST(exec_exit_status_and_separate_streams)
 {
     struct run r =
-        client(NO_STDIN, "exec", "--", "sh", "-c", "echo out; echo err >&2; exit 7", NULL);
+        client(NO_STDIN, "exec", "--", "sh", "-c", "echo out; echo err >&2; exit 7", (char *)NULL);
     ck_assert_int_eq(r.status, 7);
     ck_assert_str_eq(r.out, "out\n");
     ck_assert_str_eq(r.err, "err\n");
@@ -421,7 +421,7 @@ END_TEST
 
 START_TEST(exec_killed_by_signal_is_128_plus_signal)
 {
-    struct run r = client(NO_STDIN, "exec", "--", "sh", "-c", "kill -TERM $$", NULL);
+    struct run r = client(NO_STDIN, "exec", "--", "sh", "-c", "kill -TERM $$", (char *)NULL);
     ck_assert_int_eq(r.status, 128 + SIGTERM);
     run_free(&r);
 }
@@ -430,7 +430,7 @@ END_TEST
 START_TEST(exec_timeout_kills_the_process_group)
 {
     struct run r = client(NO_STDIN, "exec", "--timeout", "1", "--", "sh", "-c",
-                          "sleep 60 & echo $!; wait", NULL);
+                          "sleep 60 & echo $!; wait", (char *)NULL);
     ck_assert_int_eq(r.status, 124);
     ck_assert_msg(r.secs < 10, "took %.1f s", r.secs);
     ck_assert_ptr_nonnull(strstr(r.err, "timed out"));
@@ -443,12 +443,12 @@ END_TEST
 
 START_TEST(exec_missing_binary_is_127)
 {
-    struct run r = client(NO_STDIN, "exec", "--", "smk-no-such-binary", "x", NULL);
+    struct run r = client(NO_STDIN, "exec", "--", "smk-no-such-binary", "x", (char *)NULL);
     ck_assert_int_eq(r.status, 127);
     ck_assert_ptr_nonnull(
         strstr(r.err, "supermachine-agent: exec: smk-no-such-binary: No such file or directory"));
     run_free(&r);
-    r = client(NO_STDIN, "exec", "--", "/nonexistent/bin/x", NULL);
+    r = client(NO_STDIN, "exec", "--", "/nonexistent/bin/x", (char *)NULL);
     ck_assert_int_eq(r.status, 127);
     run_free(&r);
 }
@@ -458,7 +458,7 @@ START_TEST(exec_not_executable_is_126)
 {
     char *f = path_in_dir("not-executable");
     write_local(f, "#!/bin/sh\n", 10, 0644);
-    struct run r = client(NO_STDIN, "exec", "--", f, NULL);
+    struct run r = client(NO_STDIN, "exec", "--", f, (char *)NULL);
     ck_assert_int_eq(r.status, 126);
     ck_assert_ptr_nonnull(strstr(r.err, "Permission denied"));
     run_free(&r);
@@ -467,7 +467,8 @@ END_TEST
 
 START_TEST(exec_bad_cwd_says_so)
 {
-    struct run r = client(NO_STDIN, "exec", "--cwd", "/nonexistent-dir", "--", "true", NULL);
+    struct run r =
+        client(NO_STDIN, "exec", "--cwd", "/nonexistent-dir", "--", "true", (char *)NULL);
     ck_assert_int_ne(r.status, 0);
     ck_assert_ptr_nonnull(strstr(r.err, "chdir /nonexistent-dir: No such file or directory"));
     run_free(&r);
@@ -476,8 +477,9 @@ END_TEST
 
 START_TEST(exec_huge_output_is_capped_and_flagged)
 {
-    struct run r = client(NO_STDIN, "exec", "--", "sh", "-c",
-                          "head -c 10000000 /dev/zero; head -c 5000000 /dev/zero >&2", NULL);
+    struct run r =
+        client(NO_STDIN, "exec", "--", "sh", "-c",
+               "head -c 10000000 /dev/zero; head -c 5000000 /dev/zero >&2", (char *)NULL);
     ck_assert_int_eq(r.status, 0);
     ck_assert_uint_eq(r.out_len, SMK_MAX_OUTPUT);
     ck_assert_ptr_nonnull(strstr(r.err + SMK_MAX_OUTPUT, "stdout truncated"));
@@ -509,7 +511,7 @@ START_TEST(exec_does_not_hold_up_other_connections)
     char *args[] = {"client", addr, "exec", "--", "sleep", "3", NULL};
     pid_t slow = spawn_agent(args, -1, -1, -1);
     usleep(300000);
-    struct run r = client(NO_STDIN, "ping", NULL);
+    struct run r = client(NO_STDIN, "ping", (char *)NULL);
     ck_assert_int_eq(r.status, 0);
     ck_assert_msg(r.secs < 2, "ping took %.1f s while an exec ran", r.secs);
     run_free(&r);
@@ -525,14 +527,14 @@ START_TEST(write_then_read_back)
     uint8_t *data = random_bytes(len, 2);
     char *local = path_in_dir("local.bin"), *guest = path_in_dir("guest.bin");
     write_local(local, data, len, 0600);
-    struct run r = client(NO_STDIN, "write", guest, local, "--mode", "0640", NULL);
+    struct run r = client(NO_STDIN, "write", guest, local, "--mode", "0640", (char *)NULL);
     ck_assert_msg(r.status == 0, "%s", r.err);
     run_free(&r);
     struct stat st;
     ck_assert_int_eq(stat(guest, &st), 0);
     ck_assert_uint_eq(st.st_mode & 07777, 0640);
     ck_assert_uint_eq((size_t)st.st_size, len);
-    r = client(NO_STDIN, "read", guest, NULL);
+    r = client(NO_STDIN, "read", guest, (char *)NULL);
     ck_assert_int_eq(r.status, 0);
     ck_assert_uint_eq(r.out_len, len);
     ck_assert(memcmp(r.out, data, len) == 0);
@@ -545,20 +547,21 @@ START_TEST(write_from_stdin_replaces_the_file_whole)
 {
     char *guest = path_in_dir("replaced.txt");
     write_local(guest, "old contents that are longer", 28, 0600);
-    struct run r = client("new\n", 4, "write", guest, NULL);
+    struct run r = client("new\n", 4, "write", guest, (char *)NULL);
     ck_assert_int_eq(r.status, 0);
     run_free(&r);
-    r = client("newer\n", 6, "write", guest, "-", NULL);
+    r = client("newer\n", 6, "write", guest, "-", (char *)NULL);
     ck_assert_int_eq(r.status, 0);
     run_free(&r);
-    r = client(NO_STDIN, "read", guest, NULL);
+    r = client(NO_STDIN, "read", guest, (char *)NULL);
     ck_assert_str_eq(r.out, "newer\n");
     run_free(&r);
     struct stat st;
     ck_assert_int_eq(stat(guest, &st), 0);
     ck_assert_uint_eq(st.st_mode & 07777, 0644);
     /* No temporary file left behind. */
-    r = client(NO_STDIN, "exec", "--cwd", dir, "--", "sh", "-c", "ls -A | grep -c smk-", NULL);
+    r = client(NO_STDIN, "exec", "--cwd", dir, "--", "sh", "-c", "ls -A | grep -c smk-",
+               (char *)NULL);
     ck_assert_str_eq(r.out, "0\n");
     run_free(&r);
 }
@@ -567,7 +570,7 @@ END_TEST
 START_TEST(write_into_a_missing_directory_fails)
 {
     char *guest = path_in_dir("no/such/dir/file");
-    struct run r = client("x", 1, "write", guest, NULL);
+    struct run r = client("x", 1, "write", guest, (char *)NULL);
     ck_assert_int_eq(r.status, 1);
     ck_assert_ptr_nonnull(strstr(r.err, "No such file or directory"));
     run_free(&r);
@@ -580,7 +583,7 @@ START_TEST(write_over_the_size_limit_is_refused)
     int fd = open(local, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     ck_assert_int_eq(ftruncate(fd, SMK_MAX_DATA + 1), 0);
     close(fd);
-    struct run r = client(NO_STDIN, "write", path_in_dir("big-copy"), local, NULL);
+    struct run r = client(NO_STDIN, "write", path_in_dir("big-copy"), local, (char *)NULL);
     ck_assert_int_eq(r.status, 1);
     ck_assert_ptr_nonnull(strstr(r.err, "larger than"));
     run_free(&r);
@@ -589,7 +592,7 @@ END_TEST
 
 START_TEST(read_of_a_missing_file_fails)
 {
-    struct run r = client(NO_STDIN, "read", path_in_dir("missing"), NULL);
+    struct run r = client(NO_STDIN, "read", path_in_dir("missing"), (char *)NULL);
     ck_assert_int_eq(r.status, 1);
     ck_assert_ptr_nonnull(strstr(r.err, "No such file or directory"));
     ck_assert_uint_eq(r.out_len, 0);
@@ -599,7 +602,7 @@ END_TEST
 
 START_TEST(read_of_a_relative_path_is_a_usage_error)
 {
-    struct run r = client(NO_STDIN, "read", "etc/passwd", NULL);
+    struct run r = client(NO_STDIN, "read", "etc/passwd", (char *)NULL);
     ck_assert_int_eq(r.status, 2);
     run_free(&r);
 }
@@ -607,7 +610,7 @@ END_TEST
 
 START_TEST(read_of_an_endless_file_is_truncated)
 {
-    struct run r = client(NO_STDIN, "read", "/dev/zero", NULL);
+    struct run r = client(NO_STDIN, "read", "/dev/zero", (char *)NULL);
     ck_assert_int_eq(r.status, 1);
     ck_assert_uint_eq(r.out_len, SMK_MAX_DATA);
     ck_assert_ptr_nonnull(strstr(r.err, "truncated"));
@@ -676,7 +679,7 @@ static void expect_ping_reply(int fd, struct smka_stream *st, uint32_t id)
 
 static void expect_agent_alive(void)
 {
-    struct run r = client(NO_STDIN, "ping", NULL);
+    struct run r = client(NO_STDIN, "ping", (char *)NULL);
     ck_assert_msg(r.status == 0, "agent no longer answers: %s", r.err);
     run_free(&r);
 }
@@ -1156,9 +1159,8 @@ START_TEST(exec_output_of_256_mib_is_capped_in_bounded_memory)
     struct smka_stream st;
     smka_stream_init(&st, 0);
     struct smk_msg m;
-    const char *argv[] = {"sh", "-c",
-                          "head -c 134217728 /dev/zero; head -c 134217728 /dev/zero >&2; exit 3",
-                          NULL};
+    const char *argv[] = {
+        "sh", "-c", "head -c 134217728 /dev/zero; head -c 134217728 /dev/zero >&2; exit 3", NULL};
     raw_exec(fd, &st, 1, 0, &m, argv);
     pid_t handler = new_handler(before, nbefore);
     ck_assert_uint_eq(m.hdr.type, SMK_EXEC_REPLY);
@@ -1246,8 +1248,8 @@ START_TEST(hangup_mid_header_or_mid_body_ends_only_that_connection)
     uint8_t frame[SMK_HEADER_SIZE + 100];
     header(frame, SMK_PROTO_VERSION, SMK_WRITE_FILE, 77, 100);
     memset(frame + SMK_HEADER_SIZE, 'x', 100);
-    size_t cuts[] = {1, 5, SMK_HEADER_SIZE - 1, SMK_HEADER_SIZE, SMK_HEADER_SIZE + 10,
-                     sizeof(frame) - 1};
+    size_t cuts[] = {
+        1, 5, SMK_HEADER_SIZE - 1, SMK_HEADER_SIZE, SMK_HEADER_SIZE + 10, sizeof(frame) - 1};
     for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
         pid_t before[64];
         int nbefore = handler_pids(before, 64);
@@ -1266,9 +1268,9 @@ START_TEST(hangup_mid_header_or_mid_body_ends_only_that_connection)
         /* The handler exited and the agent reaped it. */
         ck_assert_msg(process_reaped(handler, 5), "cut at %zu: handler %d still there", cuts[i],
                       (int)handler);
-        struct run r = client(NO_STDIN, "ping", NULL);
-        ck_assert_msg(r.status == 0 && r.secs < 5, "cut at %zu: next ping %d after %.1f s",
-                      cuts[i], r.status, r.secs);
+        struct run r = client(NO_STDIN, "ping", (char *)NULL);
+        ck_assert_msg(r.status == 0 && r.secs < 5, "cut at %zu: next ping %d after %.1f s", cuts[i],
+                      r.status, r.secs);
         run_free(&r);
     }
 }
@@ -1402,7 +1404,7 @@ END_TEST
 
 START_TEST(shutdown_replies_then_stops_the_agent)
 {
-    struct run r = client(NO_STDIN, "shutdown", NULL);
+    struct run r = client(NO_STDIN, "shutdown", (char *)NULL);
     ck_assert_msg(r.status == 0, "%s", r.err);
     ck_assert_msg(r.secs < 5, "shutdown took %.1f s", r.secs);
     run_free(&r);

@@ -146,10 +146,19 @@ static void encode_sample(int i, struct smk_buf *b, uint32_t id)
         r = smk_encode_hello_reply(b, id, 2, 32, 262144, "0.1.0");
         break;
     case 13: {
-        struct smk_spawn_args sa = {.argv = sample_argv, .argc = 4, .env = sample_env,
-                                    .envc = 3, .cwd = "/tmp", .flags = SMK_SPAWN_TTY | SMK_SPAWN_USER,
-                                    .uid = 1000, .gid = 1001, .groups = sample_groups,
-                                    .ngroups = 3, .rows = 24, .cols = 80, .window = 65536};
+        struct smk_spawn_args sa = {.argv = sample_argv,
+                                    .argc = 4,
+                                    .env = sample_env,
+                                    .envc = 3,
+                                    .cwd = "/tmp",
+                                    .flags = SMK_SPAWN_TTY | SMK_SPAWN_USER,
+                                    .uid = 1000,
+                                    .gid = 1001,
+                                    .groups = sample_groups,
+                                    .ngroups = 3,
+                                    .rows = 24,
+                                    .cols = 80,
+                                    .window = 65536};
         r = smk_encode_spawn(b, id, &sa);
         break;
     }
@@ -592,8 +601,8 @@ START_TEST(v2_limits)
     struct smk_buf b = {0};
     uint32_t groups[SMK_MAX_GROUPS + 1] = {0};
     const char *argv[] = {"x"};
-    struct smk_spawn_args sa = {.argv = argv, .argc = 1, .groups = groups,
-                                .ngroups = SMK_MAX_GROUPS};
+    struct smk_spawn_args sa = {
+        .argv = argv, .argc = 1, .groups = groups, .ngroups = SMK_MAX_GROUPS};
     ck_assert_int_eq(smk_encode_spawn(&b, 1, &sa), 0);
     sa.ngroups++;
     ck_assert_int_eq(smk_encode_spawn(&b, 1, &sa), -SMK_E2BIG);
@@ -1069,8 +1078,8 @@ END_TEST
 /* Feeds src through a stream in chunks of at most `chunk` bytes (0: random
  * sizes), recording what comes out: ids of good frames, minus codes of bad
  * ones. Returns the number of events. */
-static int feed(struct smka_stream *s, const uint8_t *src, size_t len, size_t chunk, int64_t *events,
-                int max_events)
+static int feed(struct smka_stream *s, const uint8_t *src, size_t len, size_t chunk,
+                int64_t *events, int max_events)
 {
     size_t off = 0;
     int n = 0;

@@ -225,8 +225,10 @@ static int rss_child(int argc, char **argv)
         blob_len = (size_t)ftell(f);
         fseek(f, 0, SEEK_SET);
         void *m = malloc(blob_len);
-        if (!m || fread(m, 1, blob_len, f) != blob_len)
+        if (!m || fread(m, 1, blob_len, f) != blob_len) {
+            fclose(f);
             return 2;
+        }
         fclose(f);
         blob = m;
     } else {
@@ -290,6 +292,8 @@ static long rss_median(const char *mode, const char *what, const char *touch_mod
 {
     double v[64];
     int n = rounds < 64 ? rounds : 64;
+    if (n < 1)
+        return -1;
     for (int i = 0; i < n; i++) {
         long x = rss_run(mode, what, touch_mode);
         if (x < 0)
@@ -471,16 +475,16 @@ int main(int argc, char **argv)
         snprintf(label, sizeof label, "peak RSS growth, extract %s (%.1f MB)", assets[i]->file_name,
                  (double)assets[i]->size / 1e6);
         printf("%-52s %10ld KiB %14s %9s  %s\n", label, g, "0 (before)", "",
-               g < 0                ? "(not measured: the child process failed)"
+               g < 0                  ? "(not measured: the child process failed)"
                : assets[i] == largest ? (g <= 4096 ? "<= 4 MiB: met" : "<= 4 MiB: NOT met")
-                                    : "");
+                                      : "");
     }
     char id[16];
     snprintf(id, sizeof id, "%d", (int)largest->id);
     long gcold = rss_median("extract", id, "cold", rss_rounds);
     snprintf(label, sizeof label, "  the same, blob pages not yet resident");
-    printf("%-52s %10ld KiB %14s %9s  (+ %.1f MiB of file-backed blob pages)\n", label, gcold,
-           "", "", (double)largest->blob_size / 1048576.0);
+    printf("%-52s %10ld KiB %14s %9s  (+ %.1f MiB of file-backed blob pages)\n", label, gcold, "",
+           "", (double)largest->blob_size / 1048576.0);
     long d1 = rss_median("decode", id, "touched", rss_rounds);
     if (synth && synth_size) {
         long d4 = rss_median("decode", synth, "touched", rss_rounds);
@@ -505,9 +509,9 @@ int main(int argc, char **argv)
             double pct = 100.0 * (double)st.st_size / (double)raw_total;
             printf("%-52s %12lld B %12llu B %8.2f%%  %s\n", "stripped library vs raw assets",
                    (long long)st.st_size, (unsigned long long)raw_total, pct,
-                   strcmp(smk_arch(), "aarch64") == 0 ? (pct <= 40.0 ? "<= 40%: met"
-                                                                     : "<= 40%: NOT met")
-                                                      : "(the 40% goal is aarch64's)");
+                   strcmp(smk_arch(), "aarch64") == 0
+                       ? (pct <= 40.0 ? "<= 40%: met" : "<= 40%: NOT met")
+                       : "(the 40% goal is aarch64's)");
         }
     }
     print_load("at end");

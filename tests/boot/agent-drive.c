@@ -71,8 +71,13 @@ static double now_s(void)
 static uint32_t spawn(char **argv, int argc, uint32_t flags, uint32_t *pid)
 {
     const char *env[] = {"PS1=smk$ ", "ENV=/dev/null"};
-    struct smk_agent_cmd cmd = {.argv = (const char *const *)argv, .argc = (size_t)argc,
-                                .env = env, .envc = 2, .flags = flags, .rows = 24, .cols = 80};
+    struct smk_agent_cmd cmd = {.argv = (const char *const *)argv,
+                                .argc = (size_t)argc,
+                                .env = env,
+                                .envc = 2,
+                                .flags = flags,
+                                .rows = 24,
+                                .cols = 80};
     uint32_t proc, p;
     check(smk_agent_spawn(ag, &cmd, &proc, &p, T), "spawn");
     if (pid)
@@ -173,7 +178,7 @@ static int ping_during_exec(const char *addr, char **argv, int argc)
         memcpy(f + n + 4, argv[i], l);
         n += 4 + l;
     }
-    put32(f + n, 0); /* env */
+    put32(f + n, 0);     /* env */
     put32(f + n + 4, 0); /* cwd */
     put32(f + n + 8, 0); /* stdin */
     n += 12;
@@ -266,7 +271,10 @@ static int feed(const char *file, char **argv, int argc)
                 status = ev.status;
                 code = ev.code;
             } else if (ev.stream == 1) {
-                out = realloc(out, out_len + ev.len + 1);
+                char *grown = realloc(out, out_len + ev.len + 1);
+                if (!grown)
+                    die("out of memory");
+                out = grown;
                 memcpy(out + out_len, ev.data, ev.len);
                 out_len += ev.len;
                 out[out_len] = '\0';

@@ -28,12 +28,12 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(cond)                                                                    \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                   \
-        }                                                                              \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond);           \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 static uint32_t rd32(const uint8_t *p)
@@ -42,8 +42,7 @@ static uint32_t rd32(const uint8_t *p)
 }
 
 /* A field of a decoded frame lies inside the frame's payload. */
-static void check_in_frame(const uint8_t *frame, size_t frame_len, struct smk_bytes b,
-                           uint32_t max)
+static void check_in_frame(const uint8_t *frame, size_t frame_len, struct smk_bytes b, uint32_t max)
 {
     CHECK(b.len <= max);
     if (b.len == 0)
@@ -261,8 +260,8 @@ static void check_roundtrip(const uint8_t *f, size_t flen, const struct smk_msg 
         env = walk(f, flen, &m->u.dns.search, 0, 1);
         l3 = walk(f, flen, &m->u.dns.options, 0, 1);
         r = smk_encode_dns(&b, id, (const char *const *)argv, m->u.dns.servers.count,
-                           (const char *const *)env, m->u.dns.search.count,
-                           (const char *const *)l3, m->u.dns.options.count);
+                           (const char *const *)env, m->u.dns.search.count, (const char *const *)l3,
+                           m->u.dns.options.count);
         break;
     case SMK_HOSTNAME:
         s1 = cstr(m->u.hostname.name);
