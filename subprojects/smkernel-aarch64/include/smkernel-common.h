@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/include/smkernel-common.h by sync-shared sha256:a95fe03ff42e */
+/* GENERATED from smkernel-x86_64/include/smkernel-common.h by sync-shared sha256:af6b94579dc2 */
 /*
  * smkernel — pre-built guest assets (kernel, agent, helpers) for the supermachine microVM
  * runtime, embedded compressed in the library and extracted with libarchive.
@@ -28,8 +28,8 @@
 #define SMK_STRINGIFY_(x) #x
 #define SMK_STRINGIFY(x) SMK_STRINGIFY_(x)
 #define SMK_VERSION_STRING                                                                         \
-    SMK_STRINGIFY(SMK_VERSION_MAJOR) "." SMK_STRINGIFY(SMK_VERSION_MINOR) "." SMK_STRINGIFY(      \
-        SMK_VERSION_PATCH)
+    SMK_STRINGIFY(SMK_VERSION_MAJOR)                                                               \
+    "." SMK_STRINGIFY(SMK_VERSION_MINOR) "." SMK_STRINGIFY(SMK_VERSION_PATCH)
 
 #if defined(SMK_STATIC_BUILD) || !(defined(__GNUC__) || defined(__clang__))
 #define SMK_API
@@ -98,12 +98,21 @@ SMK_API const struct smk_asset *const *smk_assets(size_t *count);
  * The bytes are streamed in constant memory into a temporary file in path's directory, flushed
  * with fsync, checked (see "Integrity" below), given the asset's mode and renamed over
  * path. A reader of path sees the old file or the complete new one, never a partial one; on any
- * failure path is left as it was and no temporary file remains. Concurrent extractions of the
+ * failure path is left as it was and no temporary file remains.
+ * Durability: 0 means the new file and its name are on stable storage: the file is fsynced
+ * before it is published and the directory after (and each directory SMK_EXTRACT_PARENTS
+ * creates, in its parent), so a power cut after the call returned 0 leaves the complete new
+ * file at path (on macOS fsync is F_FULLFSYNC, which reaches the media). A failure of that last
+ * directory sync is returned as its error although path then already holds the new, complete
+ * file; every other failure leaves path as it was. Concurrent extractions of the
  * same asset to one path from many threads or processes all succeed with the right bytes.
  * A symlink at path is replaced, never followed. On Linux the temporary is an O_TMPFILE with no
  * name while it is written; a process killed in the microseconds between naming it and the
  * rename (or, without O_TMPFILE, during the write) leaves a ".smk-tmp-*" file, which the next
- * successful extraction into that directory removes once its writer is provably gone.
+ * successful extraction into that directory removes once it can prove the file is one of
+ * its own temporaries (its name carries a tag of its inode) and that its writer is gone. That
+ * sweep reads at most 1024 directory entries, so a write costs the same in a directory of any
+ * size (in a larger one a stale temporary may stay).
  *
  * Returns 0, or:
  *  -EINVAL   path NULL or empty, unknown flags, or id out of range
@@ -117,7 +126,9 @@ SMK_API const struct smk_asset *const *smk_assets(size_t *count);
  *  -ENOSPC / -EDQUOT / -EFBIG / -EIO   writing failed (the target is untouched)
  *  -ENAMETOOLONG   path too long
  *  -EBADMSG  the embedded blob is corrupt (decoding, size or checksum failed)
- *  -ENOMEM   out of memory
+ *  -ENOMEM   out of memory, also when the decoder library cannot allocate its window: every
+ *            call that decodes (extract, decompress, stream, asset_path, initramfs) says
+ *            -ENOMEM, never -EBADMSG, for a shortage of memory
  */
 SMK_API int smk_extract(enum smk_asset_id id, const char *path, unsigned int flags);
 
@@ -127,6 +138,12 @@ SMK_API int smk_extract(enum smk_asset_id id, const char *path, unsigned int fla
  * one asset overlaps writing another). flags: SMK_EXTRACT_PARENTS creates dir like mkdir -p.
  * Returns 0, or the error of the first failing asset in id order (the others that succeeded
  * stay written, each complete); -EINVAL for a NULL or empty dir or unknown flags.
+ * Resources: each worker thread gets a 256 KiB stack of its own, whatever the process's
+ * defaults; the calling thread needs only what smk_extract() needs (it works on a 32 KiB
+ * stack). All at once take up to 3 file descriptors per asset; an asset that fails for want of
+ * resources (-EMFILE, -ENFILE, -ENOMEM, -EAGAIN, or a thread that cannot start) is retried one
+ * by one after the others finished, which needs only 3 descriptors: a resource limit never
+ * leaves some assets written and others not while one at a time would have worked.
  */
 SMK_API int smk_extract_all(const char *dir, unsigned int flags);
 
@@ -171,12 +188,29 @@ SMK_API int smk_verify_file(enum smk_asset_id id, const char *path);
  * mode, size and the modification time extraction stamped on it, re-extracting when any of
  * those is off. The root is created 0700; an existing root or subdirectory that is not owned by
  * this user or is writable by group or others is refused with -EPERM rather than used.
+ * Every directory above the root, up to /, is checked as OpenSSH checks the parents of its
+ * files: owned by root or this user, and not writable by group or others unless it is sticky
+ * (like /tmp) and the next directory down is this user's; else -EPERM. Symlinks in the root's
+ * path are resolved first, then every level is opened without following any, and the path
+ * returned is the resolved one: a path through directories only this user and root can change.
+ * A setuid or setgid program ignores the three variables (secure_getenv) and uses the home
+ * directory from the password database.
  *
  * Writes the NUL-terminated path into buf. Returns 0, -ERANGE if buf_size is too small (nothing
  * useful in buf), -ENOENT if no cache root can be determined (no variable set and no home
- * directory), -EPERM for an untrusted directory, or any error of smk_extract().
+ * directory), -EPERM for an untrusted directory, -EINVAL for a ".." below a missing part of the
+ * root, or any error of smk_extract().
  */
 SMK_API int smk_asset_path(enum smk_asset_id id, char *buf, size_t buf_size);
+
+/*
+ * The cached asset as an open file: like smk_asset_path() (same checks, extracting when
+ * needed), but returns a read-only descriptor (O_CLOEXEC) of the checked file itself, so that
+ * nothing can be swapped between the check and the caller's use. The caller closes it.
+ * Returns the descriptor (>= 0), or the errors of smk_asset_path() (no -ERANGE), or -EAGAIN if
+ * the file changed again right after being extracted twice.
+ */
+SMK_API int smk_asset_open(enum smk_asset_id id);
 
 /* The cache root smk_asset_path() would use (not created). Returns 0, -ERANGE, -ENOENT. */
 SMK_API int smk_cache_dir(char *buf, size_t buf_size);
@@ -198,12 +232,40 @@ struct smk_initramfs_file {
  *           /bin/busybox, /sbin/supermachine-agent
  *  aarch64: /init (init-oci), /sbin/supermachine-agent, /lib/modules/smpark.ko
  * plus /dev/console and the usual empty directories, then the n_extra caller files, which may
- * add to or replace those. Returns 0, the errors of smk_extract(), -EINVAL for a bad extra entry
- * (relative guest_path, "..", NULL data with size > 0), -E2BIG when the extras need more than
- * 256 directories, and errors reading a host_path.
+ * add to or replace those. A host_path file is copied as it is when opened; one whose size is 0
+ * (as /proc and /sys report for files with content) is read to its end instead, up to 16 MiB
+ * (-EFBIG beyond). The archive is written in blocks of 256 KiB. Returns 0, the errors of
+ * smk_extract(), and:
+ *  -EINVAL        a bad extra entry: guest_path not absolute, empty, ending in '/', or with an
+ *                 empty, "." or ".." component; NULL data with size > 0; mode beyond 07777
+ *  -ENAMETOOLONG  a guest_path component over 255 bytes, or a guest_path of PATH_MAX or more
+ *  -EFBIG         a file of 4 GiB or more (cpio newc stores sizes in 32 bits)
+ *  -E2BIG         the extras need more than 256 directories
+ *  errors opening or reading a host_path (-ENOENT, -EACCES, -EISDIR; -EINVAL if not a regular file)
  */
 SMK_API int smk_write_initramfs(const char *path, const struct smk_initramfs_file *extra,
                                 size_t n_extra, unsigned int flags);
+
+/*
+ * The same initramfs, in memory (for a VMM that loads it into guest RAM as it does the
+ * kernel). The three calls produce exactly the bytes smk_write_initramfs() writes, and return
+ * its errors (except those of writing a file):
+ *  smk_initramfs_size()      its exact length, in *size (builds the archive to count it: it
+ *                            costs as much as writing it);
+ *  smk_write_initramfs_buf() into buf; *written receives the length. -ENOBUFS if buf_size is
+ *                            too small (buf's contents then unspecified), -EINVAL for a NULL
+ *                            buf or written;
+ *  smk_stream_initramfs()    to write_cb in chunks of at most 256 KiB, as smk_stream() does; a
+ *                            negative return of write_cb stops it and is returned.
+ * A host_path file that changes between a size query and the write changes the length.
+ */
+SMK_API int smk_initramfs_size(const struct smk_initramfs_file *extra, size_t n_extra,
+                               uint64_t *size);
+SMK_API int smk_write_initramfs_buf(void *buf, size_t buf_size,
+                                    const struct smk_initramfs_file *extra, size_t n_extra,
+                                    size_t *written);
+SMK_API int smk_stream_initramfs(const struct smk_initramfs_file *extra, size_t n_extra,
+                                 smk_write_fn write_cb, void *ctx);
 
 /* A short English description of a negative errno this library returned. Never NULL. */
 SMK_API const char *smk_strerror(int err);

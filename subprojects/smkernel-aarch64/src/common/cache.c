@@ -1,6 +1,7 @@
-/* GENERATED from smkernel-x86_64/src/common/cache.c by sync-shared sha256:645454729ee7 */
-/* The per-user asset cache behind smk_asset_path(). SPDX-License-Identifier: MIT */
-#define _GNU_SOURCE
+/* GENERATED from smkernel-x86_64/src/common/cache.c by sync-shared sha256:b839e3640796 */
+/* The per-user asset cache behind smk_asset_path() and smk_asset_open(). SPDX-License-Identifier: MIT */
+#include "internal.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -11,7 +12,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+/*
+ * The environment as a setuid or setgid program may trust it: not at all. glibc and musl say
+ * so with secure_getenv(); elsewhere issetugid() (BSD, macOS) or differing real and effective
+ * ids tell.
+ */
+static const char *trusted_env(const char *name)
+{
+#if SMK_LINUX
+    return secure_getenv(name);
+#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__)
+    return issetugid() ? NULL : getenv(name);
+#else
+    return getuid() != geteuid() || getgid() != getegid() ? NULL : getenv(name);
+#endif
+}
 
 static int put(char *buf, size_t size, const char *a, const char *b)
 {
@@ -23,13 +38,13 @@ int smk_cache_dir(char *buf, size_t buf_size)
 {
     if (!buf || buf_size == 0)
         return -EINVAL;
-    const char *v = getenv("SMKERNEL_CACHE_DIR");
+    const char *v = trusted_env("SMKERNEL_CACHE_DIR");
     if (v && *v)
         return put(buf, buf_size, v, "");
-    v = getenv("XDG_CACHE_HOME");
+    v = trusted_env("XDG_CACHE_HOME");
     if (v && v[0] == '/')
         return put(buf, buf_size, v, "/smkernel");
-    v = getenv("HOME");
+    v = trusted_env("HOME");
     if (v && v[0] == '/')
         return put(buf, buf_size, v, "/.cache/smkernel");
     struct passwd pw, *res = NULL;
@@ -53,12 +68,29 @@ static struct timespec stamp_of(const struct smk_asset *a)
     return ts;
 }
 
-/* Another user's directory, or one others may write, could hand us a file of their choosing. */
+/* The root and the levels below it: ours alone, or another user could hand us any file. */
 static int trusted(const struct stat *st)
 {
     if (!S_ISDIR(st->st_mode))
         return -ENOTDIR;
     if (st->st_uid != geteuid() || (st->st_mode & (S_IWGRP | S_IWOTH)))
+        return -EPERM;
+    return 0;
+}
+
+/*
+ * A parent of the root, as OpenSSH judges the directories above its files: owned by root or
+ * by us, and writable by nobody else, except a sticky directory (/tmp) whose entry next on the
+ * way is ours: there others may add names but cannot rename or remove ours.
+ */
+static int trusted_parent(const struct stat *st, const struct stat *next)
+{
+    if (!S_ISDIR(st->st_mode))
+        return -ENOTDIR;
+    if (st->st_uid != 0 && st->st_uid != geteuid())
+        return -EPERM;
+    if ((st->st_mode & (S_IWGRP | S_IWOTH)) &&
+        !((st->st_mode & S_ISVTX) && next->st_uid == geteuid()))
         return -EPERM;
     return 0;
 }
@@ -71,22 +103,160 @@ static bool cached_ok(const struct smk_asset *a, const struct stat *st)
            st->st_mtime == want.tv_sec;
 }
 
-/* Open (creating 0700 if missing) the subdirectory name of dirfd, refusing untrusted ones. */
-static int open_subdir(int dirfd, const char *name)
+/* Open dirfd's subdirectory name, never through a symlink (a planted one is -EPERM). */
+static int open_dir_at(int dirfd, const char *name, struct stat *st)
 {
-    if (mkdirat(dirfd, name, 0700) != 0 && errno != EEXIST)
-        return -errno;
     int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        struct stat st;
-        /* A symlink planted where our directory belongs is refused, never followed. */
-        if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+        struct stat lst;
+        if (fstatat(dirfd, name, &lst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(lst.st_mode))
             return -EPERM;
         return -e;
     }
+    if (fstat(fd, st) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+/* Create (0700, durably) and open dirfd's subdirectory name. */
+static int make_dir_at(int dirfd, const char *name, struct stat *st)
+{
+    if (mkdirat(dirfd, name, 0700) == 0) {
+        int r = smk__sync_dir(dirfd);
+        if (r != 0)
+            return r;
+    } else if (errno != EEXIST) {
+        return -errno;
+    }
+    return open_dir_at(dirfd, name, st);
+}
+
+/* Append "/name" (or "name" after "/") to path. */
+static int append(char *path, size_t size, const char *name, size_t len)
+{
+    size_t used = strlen(path);
+    bool slash = used > 0 && path[used - 1] != '/';
+    if (used + slash + len + 1 > size)
+        return -ENAMETOOLONG;
+    if (slash)
+        path[used++] = '/';
+    memcpy(path + used, name, len);
+    path[used + len] = '\0';
+    return 0;
+}
+
+/*
+ * Open the cache root, creating what is missing of it (0700), with every directory from / down
+ * checked: the parents by trusted_parent(), the root by trusted(). Symlinks in the configured
+ * path are resolved first and every level is then opened without following any, so nothing can
+ * be swapped between the check and the use. canon receives the resolved path of the root.
+ */
+static int open_root(const char *root, char *canon, size_t canon_size)
+{
+    size_t len = strlen(root);
+    while (len > 1 && root[len - 1] == '/')
+        len--;
+    if (len >= PATH_MAX)
+        return -ENAMETOOLONG;
+    char *probe = malloc(PATH_MAX);
+    char *resolved = malloc(PATH_MAX);
+    int r = probe && resolved ? 0 : -ENOMEM;
+    /* The longest prefix that exists; the rest (root[end..len]) is created below. */
+    size_t end = len;
+    while (r == 0) {
+        if (end == 0)
+            strcpy(probe, ".");
+        else {
+            memcpy(probe, root, end);
+            probe[end] = '\0';
+        }
+        if (realpath(probe, resolved))
+            break;
+        if (errno != ENOENT || end == 0) {
+            r = -errno;
+            break;
+        }
+        while (end > 0 && root[end - 1] != '/')
+            end--;
+        while (end > 1 && root[end - 1] == '/')
+            end--;
+    }
+    free(probe);
+    if (r == 0 && strlen(resolved) >= canon_size)
+        r = -ENAMETOOLONG;
+    if (r != 0) {
+        free(resolved);
+        return r;
+    }
+    canon[0] = '/';
+    canon[1] = '\0';
+    int fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct stat st, next;
+    if (fd < 0 || fstat(fd, &st) != 0)
+        r = -errno;
+    /* Down the existing levels, then the missing ones (created as we go). */
+    for (int pass = 0; pass < 2 && r == 0; pass++) {
+        const char *p = pass == 0 ? resolved : root + end;
+        const char *stop = pass == 0 ? p + strlen(p) : root + len;
+        while (r == 0 && p < stop) {
+            while (p < stop && *p == '/')
+                p++;
+            const char *q = p;
+            while (q < stop && *q != '/')
+                q++;
+            size_t n = (size_t)(q - p);
+            char name[NAME_MAX + 1];
+            if (n == 0 || (n == 1 && p[0] == '.')) {
+                p = q;
+                continue;
+            }
+            if (n > NAME_MAX) {
+                r = -ENAMETOOLONG;
+                break;
+            }
+            if (n == 2 && p[0] == '.' && p[1] == '.') {
+                r = -EINVAL; /* ".." below a missing directory leads nowhere we checked */
+                break;
+            }
+            memcpy(name, p, n);
+            name[n] = '\0';
+            int nfd = pass == 0 ? open_dir_at(fd, name, &next) : make_dir_at(fd, name, &next);
+            if (nfd < 0) {
+                r = nfd;
+                break;
+            }
+            r = trusted_parent(&st, &next);
+            if (r == 0)
+                r = append(canon, canon_size, name, n);
+            close(fd);
+            fd = nfd;
+            st = next;
+            p = q;
+        }
+    }
+    free(resolved);
+    if (r == 0)
+        r = trusted(&st);
+    if (r != 0) {
+        if (fd >= 0)
+            close(fd);
+        return r;
+    }
+    return fd;
+}
+
+/* Create (or open) the subdirectory name of a trusted dirfd, refusing untrusted ones. */
+static int open_subdir(int dirfd, const char *name)
+{
     struct stat st;
-    int r = fstat(fd, &st) == 0 ? trusted(&st) : -errno;
+    int fd = make_dir_at(dirfd, name, &st);
+    if (fd < 0)
+        return fd;
+    int r = trusted(&st);
     if (r != 0) {
         close(fd);
         return r;
@@ -94,29 +264,61 @@ static int open_subdir(int dirfd, const char *name)
     return fd;
 }
 
-static int populate(const struct smk_asset *a, const char *root, const char *sub1,
-                    const char *sub2)
+/*
+ * Open ROOT/<version>-<arch>/<sha256 prefix>, every level checked, and write the file's path
+ * (through the resolved root) into full.
+ */
+static int open_asset_dir(const struct smk_asset *a, char *full, size_t full_size)
 {
-    int r = smk__mkdir_parents(root, 0700);
-    if (r != 0)
-        return r;
-    int rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (rootfd < 0)
-        return -errno;
-    struct stat st;
-    r = fstat(rootfd, &st) == 0 ? trusted(&st) : -errno;
-    int d1 = r == 0 ? open_subdir(rootfd, sub1) : r;
-    close(rootfd);
+    char *root = malloc(PATH_MAX);
+    if (!root)
+        return -ENOMEM;
+    int r = smk_cache_dir(root, PATH_MAX);
+    if (r == -ERANGE)
+        r = -ENAMETOOLONG;
+    char sub1[96], sub2[24];
+    snprintf(sub1, sizeof sub1, "%s-%s", SMK_VERSION_STRING, smk__arch);
+    snprintf(sub2, sizeof sub2, "%.16s", a->sha256_hex);
+    int fd = r == 0 ? open_root(root, full, full_size) : r;
+    free(root);
+    if (fd < 0)
+        return fd;
+    if (append(full, full_size, sub1, strlen(sub1)) != 0 ||
+        append(full, full_size, sub2, strlen(sub2)) != 0 ||
+        append(full, full_size, a->file_name, strlen(a->file_name)) != 0) {
+        close(fd);
+        return -ENAMETOOLONG;
+    }
+    int d1 = open_subdir(fd, sub1);
+    close(fd);
     if (d1 < 0)
         return d1;
     int d2 = open_subdir(d1, sub2);
     close(d1);
-    if (d2 < 0)
-        return d2;
+    return d2;
+}
+
+/* The cached file in dirfd, opened for reading if it is intact, else -ESTALE. */
+static int open_cached(const struct smk_asset *a, int dirfd)
+{
+    int fd = openat(dirfd, a->file_name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT || errno == ELOOP ? -ESTALE : -errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !cached_ok(a, &st) || fcntl(fd, F_SETFL, 0) != 0) {
+        close(fd);
+        return -ESTALE;
+    }
+    return fd;
+}
+
+static int cached_at(const struct smk_asset *a, int dirfd)
+{
+    struct stat st;
+    if (fstatat(dirfd, a->file_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && cached_ok(a, &st))
+        return 0;
     struct timespec ts = stamp_of(a);
-    r = smk__extract_at(a, d2, a->file_name, &ts);
-    close(d2);
-    return r;
+    return smk__extract_at(a, dirfd, a->file_name, &ts);
 }
 
 int smk_asset_path(enum smk_asset_id id, char *buf, size_t buf_size)
@@ -127,36 +329,40 @@ int smk_asset_path(enum smk_asset_id id, char *buf, size_t buf_size)
         return err;
     if (!buf || buf_size == 0)
         return -EINVAL;
+    char *full = malloc(PATH_MAX);
+    if (!full)
+        return -ENOMEM;
+    int dirfd = open_asset_dir(a, full, PATH_MAX);
+    int r = dirfd < 0 ? dirfd : strlen(full) >= buf_size ? -ERANGE : cached_at(a, dirfd);
+    if (r == 0)
+        memcpy(buf, full, strlen(full) + 1);
+    if (dirfd >= 0)
+        close(dirfd);
+    free(full);
+    return r;
+}
 
-    char root[PATH_MAX], sub1[96], sub2[24], full[PATH_MAX];
-    int r = smk_cache_dir(root, sizeof root);
-    if (r != 0)
-        return r == -ERANGE ? -ENAMETOOLONG : r;
-    snprintf(sub1, sizeof sub1, "%s-%s", SMK_VERSION_STRING, smk__arch);
-    snprintf(sub2, sizeof sub2, "%.16s", a->sha256_hex);
-    int n = snprintf(full, sizeof full, "%s/%s/%s/%s", root, sub1, sub2, a->file_name);
-    if (n < 0 || (size_t)n >= sizeof full)
-        return -ENAMETOOLONG;
-    if ((size_t)n >= buf_size)
-        return -ERANGE;
-
-    /* Warm path: the file and the directories above it, checked with one stat each. */
-    struct stat st;
-    bool warm = lstat(full, &st) == 0 && cached_ok(a, &st);
-    if (warm) {
-        char dir[PATH_MAX];
-        memcpy(dir, full, (size_t)n + 1);
-        for (int level = 0; warm && level < 3; level++) {
-            *strrchr(dir, '/') = '\0';
-            /* The root may be a symlink (a relocated ~/.cache); the levels below may not. */
-            warm = (level == 2 ? stat(dir, &st) : lstat(dir, &st)) == 0 && trusted(&st) == 0;
-        }
+int smk_asset_open(enum smk_asset_id id)
+{
+    int err;
+    const struct smk_asset *a = smk__lookup(id, &err);
+    if (!a)
+        return err;
+    char *full = malloc(PATH_MAX);
+    if (!full)
+        return -ENOMEM;
+    int dirfd = open_asset_dir(a, full, PATH_MAX);
+    free(full);
+    if (dirfd < 0)
+        return dirfd;
+    int fd = open_cached(a, dirfd);
+    /* Missing or altered: extract, then open what was published. Only this user (or root) can
+     * change the file in between, and then a second round still gives a checked file. */
+    for (int round = 0; fd == -ESTALE && round < 2; round++) {
+        struct timespec ts = stamp_of(a);
+        int r = smk__extract_at(a, dirfd, a->file_name, &ts);
+        fd = r != 0 ? r : open_cached(a, dirfd);
     }
-    if (!warm) {
-        r = populate(a, root, sub1, sub2);
-        if (r != 0)
-            return r;
-    }
-    memcpy(buf, full, (size_t)n + 1);
-    return 0;
+    close(dirfd);
+    return fd == -ESTALE ? -EAGAIN : fd;
 }

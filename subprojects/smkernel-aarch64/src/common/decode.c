@@ -1,5 +1,8 @@
-/* GENERATED from smkernel-x86_64/src/common/decode.c by sync-shared sha256:f5214524868f */
+/* GENERATED from smkernel-x86_64/src/common/decode.c by sync-shared sha256:56ee37f794c5 */
 /* Decompression of the embedded blobs through libarchive. SPDX-License-Identifier: MIT */
+#include "internal.h"
+
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -10,8 +13,6 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <nettle/sha2.h>
-
-#include "internal.h"
 
 /*
  * libarchive's "raw" format hands back the filter's output as one entry. Only the filter the
@@ -50,6 +51,35 @@ static bool self_checked(const struct smk_asset *a)
            memcmp(a->blob, zstd_magic, sizeof zstd_magic) == 0 && (a->blob[4] & 0x04) != 0;
 }
 
+static bool contains_word(const char *s, const char *word)
+{
+    size_t n = strlen(word);
+    for (; s && *s; s++) {
+        size_t i = 0;
+        while (i < n && tolower((unsigned char)s[i]) == word[i])
+            i++;
+        if (i == n)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * libarchive sets ENOMEM when its own allocations fail, but a decoder library's failure to
+ * allocate (libzstd's window, liblzma's dictionary) reaches us as a generic error whose message
+ * says so ("Allocation error : not enough memory", "Cannot allocate memory"). Both are -ENOMEM:
+ * the blob is fine, the machine is short of memory.
+ */
+int smk__archive_error(struct archive *ar)
+{
+    if (archive_errno(ar) == ENOMEM)
+        return -ENOMEM;
+    const char *msg = archive_error_string(ar);
+    if (contains_word(msg, "alloc") || contains_word(msg, "memory"))
+        return -ENOMEM;
+    return -EBADMSG;
+}
+
 int smk__decode(const struct smk_asset *a, smk_write_fn cb, void *ctx)
 {
     struct archive *ar = archive_read_new();
@@ -63,12 +93,14 @@ int smk__decode(const struct smk_asset *a, smk_write_fn cb, void *ctx)
         goto out;
     }
     if (archive_read_open_memory(ar, a->blob, a->blob_size) != ARCHIVE_OK) {
-        ret = archive_errno(ar) == ENOMEM ? -ENOMEM : -EBADMSG;
+        ret = smk__archive_error(ar);
         goto out;
     }
     struct archive_entry *entry;
-    if (archive_read_next_header(ar, &entry) != ARCHIVE_OK)
+    if (archive_read_next_header(ar, &entry) != ARCHIVE_OK) {
+        ret = smk__archive_error(ar);
         goto out;
+    }
 
     const bool sha_needed = !self_checked(a);
     struct sha256_ctx sha;
@@ -81,10 +113,12 @@ int smk__decode(const struct smk_asset *a, smk_write_fn cb, void *ctx)
         int r = archive_read_data_block(ar, &chunk, &len, &offset);
         if (r == ARCHIVE_EOF)
             break;
-        if (r != ARCHIVE_OK || (uint64_t)offset != total) {
-            ret = archive_errno(ar) == ENOMEM ? -ENOMEM : -EBADMSG;
+        if (r != ARCHIVE_OK) {
+            ret = smk__archive_error(ar);
             goto out;
         }
+        if ((uint64_t)offset != total)
+            goto out;
         /* A blob that inflates past its manifest size is corrupt; stop before passing it on. */
         if (len > a->size - total)
             goto out;

@@ -1,49 +1,77 @@
-/* GENERATED from smkernel-x86_64/src/common/initramfs.c by sync-shared sha256:79fbe922742d */
+/* GENERATED from smkernel-x86_64/src/common/initramfs.c by sync-shared sha256:c3439b9e8349 */
 /*
  * The initramfs writer: a cpio "newc" archive, written with libarchive, whose entries have fixed
- * owners, times and inode numbers so the same inputs always give the same bytes.
+ * owners, times and inode numbers so the same inputs always give the same bytes. One generator
+ * feeds every output: a file (atomically), a caller's buffer, a callback, or a byte count.
  * SPDX-License-Identifier: MIT
  */
-#define _GNU_SOURCE
+#include "internal.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <archive.h>
 #include <archive_entry.h>
 
-#include "internal.h"
-
 /* Directories every guest root needs before devtmpfs, proc and sysfs are mounted on them. */
-static const char *const base_dirs[] = {"/bin", "/dev", "/etc", "/lib", "/mnt", "/proc",
+static const char *const base_dirs[] = {"/bin",  "/dev", "/etc",  "/lib", "/mnt", "/proc",
                                         "/root", "/run", "/sbin", "/sys", "/tmp", "/usr"};
 
 /* Beyond the fixed directories, parents of extra files are added on demand; bounded by this. */
 #define MAX_DIRS 256
 
+/* The output is handed on in blocks of this size (the last one shorter): few, large writes. */
+#define OUT_BLOCK (256u * 1024)
+
+/* cpio newc stores a file's size in 8 hex digits. */
+#define NEWC_MAX_SIZE 0xffffffffull
+
+/* A host file that says it is empty may not be (/proc, /sys): it is read to its end, up to this. */
+#define PSEUDO_MAX (16u * 1024 * 1024)
+
 struct writer {
     struct archive *ar;
     struct archive_entry *entry;
-    int fd;
-    int err;     /* first errno from our write callback, which libarchive cannot carry */
-    long ino;    /* next inode number: fixed sequence, for reproducible archives */
+    smk_write_fn out; /* where the archive's bytes go */
+    void *out_ctx;
+    unsigned char *block; /* OUT_BLOCK bytes, filled before out() is called */
+    size_t used;
+    int err;  /* first error from out(), which libarchive cannot carry */
+    long ino; /* next inode number: fixed sequence, for reproducible archives */
     char *dirs[MAX_DIRS];
     size_t ndirs;
 };
 
+static int flush(struct writer *w)
+{
+    if (w->used == 0)
+        return 0;
+    int r = w->out(w->out_ctx, w->block, w->used);
+    w->used = 0;
+    return r < 0 ? r : r > 0 ? -EIO : 0;
+}
+
 static la_ssize_t write_cb(struct archive *ar, void *ctx, const void *buf, size_t len)
 {
     struct writer *w = ctx;
-    int r = smk__write_all(w->fd, buf, len);
-    if (r != 0) {
-        w->err = r;
-        archive_set_error(ar, -r, "write failed");
-        return -1;
+    const unsigned char *p = buf;
+    for (size_t left = len; left > 0;) {
+        size_t n = OUT_BLOCK - w->used < left ? OUT_BLOCK - w->used : left;
+        memcpy(w->block + w->used, p, n);
+        w->used += n;
+        p += n;
+        left -= n;
+        int r = w->used == OUT_BLOCK ? flush(w) : 0;
+        if (r != 0) {
+            w->err = r;
+            archive_set_error(ar, -r, "write failed");
+            return -1;
+        }
     }
     return (la_ssize_t)len;
 }
@@ -57,7 +85,7 @@ static int ar_err(struct writer *w)
 }
 
 static int header(struct writer *w, const char *path, unsigned int type, unsigned int mode,
-                  uint64_t size, dev_t rdev)
+                  uint64_t size, bool console)
 {
     struct archive_entry *e = w->entry;
     archive_entry_clear(e);
@@ -71,8 +99,10 @@ static int header(struct writer *w, const char *path, unsigned int type, unsigne
     archive_entry_set_mtime(e, 0, 0);
     archive_entry_set_ino(e, w->ino++);
     archive_entry_set_nlink(e, type == AE_IFDIR ? 2 : 1);
-    if (rdev)
-        archive_entry_set_rdev(e, rdev);
+    if (console) { /* /dev/console: character device 5:1 on every Linux */
+        archive_entry_set_rdevmajor(e, 5);
+        archive_entry_set_rdevminor(e, 1);
+    }
     return archive_write_header(w->ar, e) == ARCHIVE_OK ? 0 : ar_err(w);
 }
 
@@ -90,11 +120,13 @@ static int add_dir(struct writer *w, const char *path, size_t len)
         return 0;
     if (w->ndirs == MAX_DIRS)
         return -E2BIG;
-    char *copy = strndup(path, len);
+    char *copy = malloc(len + 1);
     if (!copy)
         return -ENOMEM;
+    memcpy(copy, path, len);
+    copy[len] = '\0';
     w->dirs[w->ndirs++] = copy;
-    return header(w, copy, AE_IFDIR, 0755, 0, 0);
+    return header(w, copy, AE_IFDIR, 0755, 0, false);
 }
 
 /* Every ancestor directory of path, shallowest first. */
@@ -121,15 +153,58 @@ static int add_asset(struct writer *w, const char *path, int id, unsigned int mo
     const struct smk_asset *a = smk__lookup((enum smk_asset_id)id, &err);
     if (!a)
         return err;
-    int r = header(w, path, AE_IFREG, mode, a->size, 0);
+    int r = header(w, path, AE_IFREG, mode, a->size, false);
     return r ? r : smk__decode(a, data_cb, w);
 }
 
 static int add_memory(struct writer *w, const char *path, const void *data, size_t size,
                       unsigned int mode)
 {
-    int r = header(w, path, AE_IFREG, mode, size, 0);
+    int r = header(w, path, AE_IFREG, mode, size, false);
     return r ? r : (size ? data_cb(w, data, size) : 0);
+}
+
+static ssize_t read_some(int fd, void *buf, size_t len)
+{
+    ssize_t n;
+    do
+        n = read(fd, buf, len);
+    while (n < 0 && errno == EINTR);
+    return n;
+}
+
+/* A file whose st_size is 0 (/proc, /sys report that for files with content): read to EOF. */
+static int add_pseudo_file(struct writer *w, const char *path, int fd, unsigned int mode)
+{
+    size_t cap = 65536, used = 0;
+    unsigned char *buf = malloc(cap);
+    int r = buf ? 0 : -ENOMEM;
+    while (r == 0) {
+        if (used == cap) {
+            if (cap == PSEUDO_MAX) {
+                r = -EFBIG;
+                break;
+            }
+            unsigned char *more = realloc(buf, cap * 2);
+            if (!more) {
+                r = -ENOMEM;
+                break;
+            }
+            buf = more;
+            cap *= 2;
+        }
+        ssize_t n = read_some(fd, buf + used, cap - used);
+        if (n < 0)
+            r = -errno;
+        else if (n == 0)
+            break;
+        else
+            used += (size_t)n;
+    }
+    if (r == 0)
+        r = add_memory(w, path, buf, used, mode);
+    free(buf);
+    return r;
 }
 
 static int add_host_file(struct writer *w, const char *path, const char *host, unsigned int mode)
@@ -141,16 +216,21 @@ static int add_host_file(struct writer *w, const char *path, const char *host, u
     int r = fstat(fd, &st) == 0 ? 0 : -errno;
     if (r == 0 && !S_ISREG(st.st_mode))
         r = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+    if (r == 0 && (uint64_t)st.st_size > NEWC_MAX_SIZE)
+        r = -EFBIG;
+    if (r == 0 && st.st_size == 0) {
+        r = add_pseudo_file(w, path, fd, mode);
+        close(fd);
+        return r;
+    }
     if (r == 0)
-        r = header(w, path, AE_IFREG, mode, (uint64_t)st.st_size, 0);
+        r = header(w, path, AE_IFREG, mode, (uint64_t)st.st_size, false);
     unsigned char *buf = r == 0 ? malloc(SMK_CHUNK) : NULL;
     if (r == 0 && !buf)
         r = -ENOMEM;
-    /* The header promised st_size bytes; a file that changes under us is an error, not padding. */
+    /* The header promised st_size bytes; a file that shrinks under us is an error, not padding. */
     for (uint64_t left = (uint64_t)st.st_size; r == 0 && left > 0;) {
-        ssize_t n = read(fd, buf, left < SMK_CHUNK ? (size_t)left : SMK_CHUNK);
-        if (n < 0 && errno == EINTR)
-            continue;
+        ssize_t n = read_some(fd, buf, left < SMK_CHUNK ? (size_t)left : SMK_CHUNK);
         if (n <= 0)
             r = n < 0 ? -errno : -EIO;
         else {
@@ -166,17 +246,41 @@ static int add_host_file(struct writer *w, const char *path, const char *host, u
 static int check_extra(const struct smk_initramfs_file *f)
 {
     const char *p = f->guest_path;
-    if (!p || p[0] != '/' || p[1] == '\0' || p[strlen(p) - 1] == '/' || strlen(p) >= PATH_MAX)
+    if (!p || p[0] != '/' || p[1] == '\0' || p[strlen(p) - 1] == '/')
         return -EINVAL;
-    for (const char *c = p; (c = strstr(c, "/..")) != NULL; c += 3)
-        if (c[3] == '/' || c[3] == '\0')
+    if (strlen(p) >= PATH_MAX)
+        return -ENAMETOOLONG;
+    /* Every component a plain name: no empty one, no "." or ".." (the kernel would drop or
+     * resolve them, and the entry would land elsewhere or nowhere), none over NAME_MAX. */
+    for (const char *c = p + 1;;) {
+        const char *end = strchr(c, '/');
+        size_t n = end ? (size_t)(end - c) : strlen(c);
+        if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
             return -EINVAL;
-    if (strstr(p, "//") || strstr(p, "/./"))
-        return -EINVAL;
+        if (n > NAME_MAX)
+            return -ENAMETOOLONG;
+        if (!end)
+            break;
+        c = end + 1;
+    }
     if (!f->host_path && !f->data && f->size > 0)
         return -EINVAL;
+    if (!f->host_path && (uint64_t)f->size > NEWC_MAX_SIZE)
+        return -EFBIG;
     if (f->mode & ~07777u)
         return -EINVAL;
+    return 0;
+}
+
+static int check_extras(const struct smk_initramfs_file *extra, size_t n_extra)
+{
+    if (n_extra && !extra)
+        return -EINVAL;
+    for (size_t i = 0; i < n_extra; i++) {
+        int r = check_extra(&extra[i]);
+        if (r != 0)
+            return r;
+    }
     return 0;
 }
 
@@ -196,7 +300,7 @@ static int write_all_entries(struct writer *w, const struct smk_initramfs_file *
         r = add_dir(w, base_dirs[i], strlen(base_dirs[i]));
     /* The kernel opens /dev/console for PID 1 before any devtmpfs exists. */
     if (r == 0)
-        r = header(w, "/dev/console", AE_IFCHR, 0600, 0, makedev(5, 1));
+        r = header(w, "/dev/console", AE_IFCHR, 0600, 0, true);
     for (size_t i = 0; r == 0 && i < smk__initramfs_layout_count; i++) {
         const struct smk__layout_entry *e = &smk__initramfs_layout[i];
         if (replaced(e->guest_path, extra, n_extra))
@@ -215,34 +319,27 @@ static int write_all_entries(struct writer *w, const struct smk_initramfs_file *
     }
     if (r == 0 && archive_write_close(w->ar) != ARCHIVE_OK)
         r = ar_err(w);
+    if (r == 0)
+        r = flush(w);
     return r;
 }
 
-int smk_write_initramfs(const char *path, const struct smk_initramfs_file *extra, size_t n_extra,
-                        unsigned int flags)
+/* The one generator: the whole archive, in blocks of OUT_BLOCK, to out. */
+static int generate(const struct smk_initramfs_file *extra, size_t n_extra, smk_write_fn out,
+                    void *out_ctx)
 {
-    if (flags & ~SMK_EXTRACT_PARENTS || (n_extra && !extra))
-        return -EINVAL;
-    for (size_t i = 0; i < n_extra; i++) {
-        int r = check_extra(&extra[i]);
-        if (r != 0)
-            return r;
-    }
-    struct smk__atomic t;
-    int r = smk__atomic_begin(&t, path, flags);
-    if (r != 0)
-        return r;
-
-    struct writer w = {.ar = archive_write_new(), .entry = archive_entry_new(), .fd = t.fd,
+    struct writer w = {.ar = archive_write_new(),
+                       .entry = archive_entry_new(),
+                       .block = malloc(OUT_BLOCK),
+                       .out = out,
+                       .out_ctx = out_ctx,
                        .ino = 721};
-    if (!w.ar || !w.entry)
-        r = -ENOMEM;
-    /* Block size 512 with no padding of the last block: the archive is exactly what the
-     * kernel reads, nothing more. */
+    int r = w.ar && w.entry && w.block ? 0 : -ENOMEM;
+    /* No blocking and no padding: the archive is exactly what the kernel reads, and our own
+     * block buffer decides the size of each write. */
     if (r == 0 && (archive_write_set_format_cpio_newc(w.ar) != ARCHIVE_OK ||
                    archive_write_add_filter_none(w.ar) != ARCHIVE_OK ||
-                   archive_write_set_bytes_per_block(w.ar, 512) != ARCHIVE_OK ||
-                   archive_write_set_bytes_in_last_block(w.ar, 1) != ARCHIVE_OK))
+                   archive_write_set_bytes_per_block(w.ar, 0) != ARCHIVE_OK))
         r = -ENOMEM;
     if (r == 0 && archive_write_open(w.ar, &w, NULL, write_cb, NULL) != ARCHIVE_OK)
         r = ar_err(&w);
@@ -252,10 +349,86 @@ int smk_write_initramfs(const char *path, const struct smk_initramfs_file *extra
         archive_write_free(w.ar);
     if (w.entry)
         archive_entry_free(w.entry);
+    free(w.block);
     for (size_t i = 0; i < w.ndirs; i++)
         free(w.dirs[i]);
+    return r;
+}
+
+static int to_fd(void *ctx, const void *data, size_t len)
+{
+    return smk__write_all(*(int *)ctx, data, len);
+}
+
+int smk_write_initramfs(const char *path, const struct smk_initramfs_file *extra, size_t n_extra,
+                        unsigned int flags)
+{
+    if (flags & ~SMK_EXTRACT_PARENTS)
+        return -EINVAL;
+    int r = check_extras(extra, n_extra);
+    if (r != 0)
+        return r;
+    struct smk__atomic t;
+    r = smk__atomic_begin(&t, path, flags);
+    if (r != 0)
+        return r;
+    r = generate(extra, n_extra, to_fd, &t.fd);
     if (r == 0)
         return smk__atomic_commit(&t, 0644, NULL);
     smk__atomic_abort(&t);
+    return r;
+}
+
+int smk_stream_initramfs(const struct smk_initramfs_file *extra, size_t n_extra,
+                         smk_write_fn write_cb, void *ctx)
+{
+    if (!write_cb)
+        return -EINVAL;
+    int r = check_extras(extra, n_extra);
+    return r ? r : generate(extra, n_extra, write_cb, ctx);
+}
+
+static int count(void *ctx, const void *data, size_t len)
+{
+    (void)data;
+    *(uint64_t *)ctx += len;
+    return 0;
+}
+
+int smk_initramfs_size(const struct smk_initramfs_file *extra, size_t n_extra, uint64_t *size)
+{
+    if (!size)
+        return -EINVAL;
+    uint64_t total = 0;
+    int r = smk_stream_initramfs(extra, n_extra, count, &total);
+    if (r == 0)
+        *size = total;
+    return r;
+}
+
+struct outbuf {
+    unsigned char *p;
+    size_t size, used;
+};
+
+static int to_buffer(void *ctx, const void *data, size_t len)
+{
+    struct outbuf *b = ctx;
+    if (len > b->size - b->used)
+        return -ENOBUFS;
+    memcpy(b->p + b->used, data, len);
+    b->used += len;
+    return 0;
+}
+
+int smk_write_initramfs_buf(void *buf, size_t buf_size, const struct smk_initramfs_file *extra,
+                            size_t n_extra, size_t *written)
+{
+    if (!buf || !written)
+        return -EINVAL;
+    struct outbuf b = {buf, buf_size, 0};
+    int r = smk_stream_initramfs(extra, n_extra, to_buffer, &b);
+    if (r == 0)
+        *written = b.used;
     return r;
 }

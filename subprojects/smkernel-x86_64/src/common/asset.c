@@ -1,8 +1,8 @@
 /* Asset lookup, version and error strings. SPDX-License-Identifier: MIT */
+#include "internal.h"
+
 #include <errno.h>
 #include <string.h>
-
-#include "internal.h"
 
 const struct smk_asset *smk__lookup(enum smk_asset_id id, int *err)
 {
@@ -102,6 +102,8 @@ const char *smk_strerror(int err)
         return "too many open files";
     case -EINTR:
         return "interrupted";
+    case -EAGAIN:
+        return "resource temporarily unavailable, or changed meanwhile: try again";
     case -EBUSY:
         return "resource busy";
     case -ETXTBSY:

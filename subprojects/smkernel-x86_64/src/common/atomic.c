@@ -1,17 +1,19 @@
 /*
- * Atomic file replacement: write a temporary file in the target's directory, fsync it, publish
- * it under the target's name. SPDX-License-Identifier: MIT
+ * Atomic, durable file replacement: write a temporary file in the target's directory, fsync it,
+ * publish it under the target's name, fsync the directory. SPDX-License-Identifier: MIT
  *
  * On Linux the temporary is an O_TMPFILE, which has no name while it is written, so a killed
  * process leaves nothing behind. A new target is published with one linkat() straight to its
  * name. Replacing an existing target needs rename(), hence a name for the temporary for the few
  * microseconds between linkat() and rename(); where O_TMPFILE is missing the named temporary
  * lives for the whole write. Either way a writer killed at the wrong moment leaves a
- * ".smk-tmp-<host>-<pid>-<random>" file behind, and the next successful write in that
- * directory removes it: <host> says which machine boot and PID namespace wrote it, so only
- * temporaries of processes that are provably gone, and owned by this user, are ever removed.
+ * ".smk-tmp-<host>-<pid>-<random><tag>" file behind, and a later successful write in that
+ * directory removes it: <host> says which machine boot and PID namespace wrote it, and <tag>
+ * binds the name to the file's inode, so only temporaries this library provably wrote, whose
+ * writer is provably gone and which this user owns, are ever removed.
  */
-#define _GNU_SOURCE
+#include "internal.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -21,12 +23,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
-
-#include "internal.h"
+#if defined(__APPLE__) || defined(__linux__)
+#include <sys/random.h> /* getentropy */
+#endif
 
 #define TMP_PREFIX ".smk-tmp-"
+
+/*
+ * A sweep reads at most this many directory entries: a directory shared with many other files
+ * costs every write a bounded amount, not one stat per name in it.
+ */
+#define SWEEP_MAX_ENTRIES 1024
 
 int smk__write_all(int fd, const void *buf, size_t len)
 {
@@ -46,6 +56,48 @@ int smk__write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
+int smk__fsync(int fd)
+{
+#if defined(__APPLE__) && defined(F_FULLFSYNC)
+    /* macOS fsync() leaves the data in the drive's cache; F_FULLFSYNC flushes it to the media.
+     * File systems that do not support it (some network ones) fall back to fsync(). */
+    if (fcntl(fd, F_FULLFSYNC) == 0)
+        return 0;
+#endif
+    return fsync(fd) == 0 ? 0 : -errno;
+}
+
+int smk__sync_dir(int dirfd)
+{
+    int r = smk__fsync(dirfd);
+    /* Some file systems cannot sync a directory (EINVAL, EROFS): their entries are then as
+     * durable as they make them, and nothing we can do changes that. */
+    return r == -EINVAL || r == -EROFS || r == -ENOTSUP ? 0 : r;
+}
+
+/* fsync the directory that holds path's last component (created there just now). */
+static int sync_parent_of(const char *path, size_t len)
+{
+    char dir[PATH_MAX];
+    size_t cut = len;
+    while (cut > 0 && path[cut - 1] != '/')
+        cut--;
+    if (cut == 0) {
+        strcpy(dir, ".");
+    } else {
+        while (cut > 1 && path[cut - 1] == '/')
+            cut--;
+        memcpy(dir, path, cut);
+        dir[cut] = '\0';
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int r = smk__sync_dir(fd);
+    close(fd);
+    return r;
+}
+
 int smk__mkdir_parents(const char *dir, unsigned int mode)
 {
     char buf[PATH_MAX];
@@ -58,7 +110,12 @@ int smk__mkdir_parents(const char *dir, unsigned int mode)
             continue;
         char saved = buf[i];
         buf[i] = '\0';
-        if (mkdir(buf, (mode_t)mode) != 0) {
+        if (mkdir(buf, (mode_t)mode) == 0) {
+            /* The new directory's entry must survive a power cut as the files in it will. */
+            int r = sync_parent_of(buf, i);
+            if (r != 0)
+                return r;
+        } else {
             int e = errno;
             struct stat st;
             if (e != EEXIST)
@@ -90,7 +147,7 @@ static uint32_t fnv1a(uint32_t h, const void *data, size_t len)
  */
 static uint32_t host_id(void)
 {
-#ifdef __linux__
+#if SMK_LINUX
     char boot[64] = "";
     int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
     ssize_t n = fd >= 0 ? read(fd, boot, sizeof boot - 1) : -1;
@@ -111,22 +168,109 @@ static uint32_t host_id(void)
     return h ? h : 1;
 }
 
-/* A name no other writer picks: host, pid and entropy, retried on EEXIST by the callers. */
-static void temp_name(char *out, size_t size, uint32_t host)
+/* The tag that binds a temporary's name to its inode: a file of anyone else's that merely
+ * looks like one of ours fails it. */
+static uint32_t tag_of(uint32_t host, long pid, uint32_t random, uint64_t ino)
 {
-    unsigned long long r = 0;
+    uint32_t h = fnv1a(2166136261u, &host, sizeof host);
+    h = fnv1a(h, &pid, sizeof pid);
+    h = fnv1a(h, &random, sizeof random);
+    return fnv1a(h, &ino, sizeof ino);
+}
+
+static uint32_t random32(void)
+{
+    uint32_t r = 0;
     if (getentropy(&r, sizeof r) != 0) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        r = (unsigned long long)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (unsigned long long)ts.tv_sec;
+        r = (uint32_t)((unsigned long long)ts.tv_nsec * 0x9E3779B97F4A7C15ull >> 32) ^
+            (uint32_t)ts.tv_sec;
     }
-    snprintf(out, size, TMP_PREFIX "%08x-%ld-%016llx", (unsigned)host, (long)getpid(), r);
+    return r;
+}
+
+/* A name no other writer picks (host, pid, entropy; callers retry on EEXIST), tagged with the
+ * inode it will name. */
+static void temp_name(char *out, size_t size, uint32_t host, uint64_t ino)
+{
+    long pid = (long)getpid();
+    uint32_t r = random32();
+    snprintf(out, size, TMP_PREFIX "%08x-%ld-%08x%08x", (unsigned)host, pid, (unsigned)r,
+             (unsigned)tag_of(host, pid, r, ino));
+}
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Exactly n lowercase hex digits at s, into *out. */
+static bool parse_hex(const char *s, int n, uint32_t *out)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < n; i++) {
+        int d = hex_digit(s[i]);
+        if (d < 0)
+            return false;
+        v = v << 4 | (uint32_t)d;
+    }
+    *out = v;
+    return true;
+}
+
+/*
+ * The parts of a name temp_name() made, or false. Strict: the prefix, 8 lowercase hex digits,
+ * '-', a decimal PID without sign, space or leading zero, '-', 16 lowercase hex digits, end.
+ */
+static bool parse_temp_name(const char *name, uint32_t *host, long *pid, uint32_t *random,
+                            uint32_t *tag)
+{
+    if (strncmp(name, TMP_PREFIX, sizeof TMP_PREFIX - 1) != 0)
+        return false;
+    const char *p = name + sizeof TMP_PREFIX - 1;
+    if (!parse_hex(p, 8, host) || p[8] != '-')
+        return false;
+    p += 9;
+    if (*p < '1' || *p > '9')
+        return false;
+    long v = 0;
+    int digits = 0;
+    for (; *p >= '0' && *p <= '9'; p++, digits++) {
+        if (digits == 10)
+            return false;
+        v = v * 10 + (*p - '0');
+    }
+    if (*p != '-' || v > INT_MAX)
+        return false;
+    *pid = v;
+    p++;
+    return parse_hex(p, 8, random) && parse_hex(p + 8, 8, tag) && p[16] == '\0';
+}
+
+/* Is dirfd/name a temporary this library wrote, whose writer is provably gone? */
+static bool is_stale_temp(int dirfd, const char *name, uint32_t host)
+{
+    uint32_t h, random, tag;
+    long pid;
+    if (host == 0 || !parse_temp_name(name, &h, &pid, &random, &tag))
+        return false;
+    if (h != host || pid == (long)getpid())
+        return false;
+    struct stat st;
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
+        st.st_uid != geteuid() || st.st_nlink != 1 ||
+        tag != tag_of(h, pid, random, (uint64_t)st.st_ino))
+        return false;
+    /* Alive, or someone else's process: not ours to judge. */
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
 
 /*
  * Remove temporaries that writers killed between linkat() and rename() left in dirfd: only
- * ours (this host and PID namespace, this user, a plain file with one link) and only when their
- * writer no longer exists. Best effort: errors are ignored, the caller's write succeeded.
+ * ours (see is_stale_temp) and only when their writer no longer exists; at most
+ * SWEEP_MAX_ENTRIES names are read. Best effort: errors are ignored, the caller's write
+ * succeeded.
  */
 static void remove_stale_temps(int dirfd, uint32_t host)
 {
@@ -140,24 +284,9 @@ static void remove_stale_temps(int dirfd, uint32_t host)
         return;
     }
     const struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        unsigned int h;
-        long pid;
-        int used = 0;
-        if (strncmp(e->d_name, TMP_PREFIX, sizeof TMP_PREFIX - 1) != 0 ||
-            sscanf(e->d_name + sizeof TMP_PREFIX - 1, "%8x-%ld-%*16[0-9a-f]%n", &h, &pid, &used) <
-                2 ||
-            used == 0 || e->d_name[sizeof TMP_PREFIX - 1 + (size_t)used] != '\0')
-            continue;
-        if (h != host || pid <= 0 || pid == (long)getpid() || pid > INT_MAX)
-            continue;
-        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
-            continue; /* alive, or someone else's: not ours to judge */
-        struct stat st;
-        if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
-            st.st_uid == geteuid() && st.st_nlink == 1)
+    for (int seen = 0; seen < SWEEP_MAX_ENTRIES && (e = readdir(d)) != NULL; seen++)
+        if (e->d_name[0] == '.' && is_stale_temp(dirfd, e->d_name, host))
             unlinkat(dirfd, e->d_name, 0);
-    }
     closedir(d);
 }
 
@@ -172,11 +301,35 @@ static void reset(struct smk__atomic *t)
     t->name[0] = '\0';
 }
 
-static void new_temp_name(struct smk__atomic *t)
+static void new_temp_name(struct smk__atomic *t, uint64_t ino)
 {
     if (t->host == 0)
         t->host = host_id();
-    temp_name(t->tmp_name, sizeof t->tmp_name, t->host);
+    temp_name(t->tmp_name, sizeof t->tmp_name, t->host, ino);
+}
+
+/*
+ * Give the named temporary t->tmp_name a name tagged with its inode, so that a sweep can prove
+ * it ours. Without hard links (or on any error but a taken name) it keeps its first name: the
+ * write goes on, and a kill would leave a file no sweep removes.
+ */
+static void tag_named_temp(struct smk__atomic *t)
+{
+    struct stat st;
+    if (fstat(t->fd, &st) != 0)
+        return;
+    char old[sizeof t->tmp_name];
+    memcpy(old, t->tmp_name, sizeof old);
+    for (int tries = 0; tries < 100; tries++) {
+        new_temp_name(t, (uint64_t)st.st_ino);
+        if (linkat(t->dirfd, old, t->dirfd, t->tmp_name, 0) == 0) {
+            unlinkat(t->dirfd, old, 0);
+            return;
+        }
+        if (errno != EEXIST)
+            break;
+    }
+    memcpy(t->tmp_name, old, sizeof old);
 }
 
 int smk__atomic_begin_at(struct smk__atomic *t, int dirfd, const char *name)
@@ -201,7 +354,7 @@ int smk__atomic_begin_at(struct smk__atomic *t, int dirfd, const char *name)
             return -EEXIST;
     }
 
-#ifdef O_TMPFILE
+#if SMK_LINUX && defined(O_TMPFILE)
     t->fd = openat(dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
     if (t->fd >= 0)
         return 0;
@@ -210,11 +363,12 @@ int smk__atomic_begin_at(struct smk__atomic *t, int dirfd, const char *name)
         return -errno;
 #endif
     for (int tries = 0; tries < 100; tries++) {
-        new_temp_name(t);
-        t->fd = openat(dirfd, t->tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                       0600);
+        new_temp_name(t, 0);
+        t->fd =
+            openat(dirfd, t->tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (t->fd >= 0) {
             t->named = true;
+            tag_named_temp(t);
             return 0;
         }
         if (errno != EEXIST)
@@ -264,6 +418,7 @@ int smk__atomic_begin(struct smk__atomic *t, const char *path, unsigned int flag
     return r;
 }
 
+#if SMK_LINUX && defined(O_TMPFILE)
 /* Give the O_TMPFILE t->fd the name newname in t->dirfd (never replacing an existing one). */
 static int link_fd(const struct smk__atomic *t, const char *newname)
 {
@@ -288,8 +443,11 @@ static int publish_tmpfile(struct smk__atomic *t)
     int r = link_fd(t, t->name);
     if (r != -EEXIST)
         return r;
+    struct stat st;
+    if (fstat(t->fd, &st) != 0)
+        return -errno;
     for (int tries = 0; tries < 100; tries++) {
-        new_temp_name(t);
+        new_temp_name(t, (uint64_t)st.st_ino);
         r = link_fd(t, t->tmp_name);
         if (r == 0) {
             t->named = true;
@@ -300,6 +458,7 @@ static int publish_tmpfile(struct smk__atomic *t)
     }
     return -EEXIST;
 }
+#endif
 
 int smk__atomic_commit(struct smk__atomic *t, unsigned int mode, const struct timespec *mtime)
 {
@@ -311,14 +470,19 @@ int smk__atomic_commit(struct smk__atomic *t, unsigned int mode, const struct ti
         if (futimens(t->fd, times) != 0)
             r = -errno;
     }
-    if (r == 0 && fsync(t->fd) != 0)
-        r = -errno;
+    if (r == 0)
+        r = smk__fsync(t->fd);
+#if SMK_LINUX && defined(O_TMPFILE)
     if (r == 0 && !t->named)
         r = publish_tmpfile(t); /* an O_TMPFILE: linked to the target, or named for rename */
+#endif
     if (r == 0 && t->named && renameat(t->dirfd, t->tmp_name, t->dirfd, t->name) != 0)
         r = -errno;
     if (r == 0)
         t->named = false; /* the temporary name is gone: it is the target now */
+    /* The new name must reach the disk too, or a power cut brings back the old file (or none). */
+    if (r == 0)
+        r = smk__sync_dir(t->dirfd);
     if (r == 0)
         remove_stale_temps(t->dirfd, t->host ? t->host : host_id());
     smk__atomic_abort(t);

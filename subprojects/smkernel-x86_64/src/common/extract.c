@@ -1,12 +1,13 @@
 /* Extraction of an asset to a file. SPDX-License-Identifier: MIT */
-#define _GNU_SOURCE
+#include "internal.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
-
-#include "internal.h"
+#include <stdlib.h>
+#include <string.h>
 
 struct sink {
     int fd;
@@ -25,7 +26,7 @@ static int to_fd(void *ctx, const void *data, size_t len)
     if (r != 0)
         return r;
     s->written += (off_t)len;
-#ifdef SYNC_FILE_RANGE_WRITE
+#if SMK_LINUX && defined(SYNC_FILE_RANGE_WRITE)
     if (s->written - s->queued >= (off_t)SMK_CHUNK) {
         sync_file_range(s->fd, s->queued, s->written - s->queued, SYNC_FILE_RANGE_WRITE);
         s->queued = s->written;
@@ -93,9 +94,13 @@ int smk_extract_supermachine_agent_to_with_parents(const char *path)
     return smk_extract(SMK_ASSET_SUPERMACHINE_AGENT, path, SMK_EXTRACT_PARENTS);
 }
 
+/* Each worker's stack: what smk_extract() needs with a wide margin, whatever the caller's
+ * RLIMIT_STACK or default thread attributes say. */
+#define WORKER_STACK (256u * 1024)
+
 struct job {
     const struct smk_asset *a;
-    char path[PATH_MAX];
+    char *path;
     pthread_t thread;
     bool started;
     int result;
@@ -108,6 +113,12 @@ static void *run_job(void *arg)
     return NULL;
 }
 
+/* Errors that say "not now, not this many at once", not "this asset cannot be written". */
+static bool resource_error(int r)
+{
+    return r == -EMFILE || r == -ENFILE || r == -ENOMEM || r == -EAGAIN;
+}
+
 int smk_extract_all(const char *dir, unsigned int flags)
 {
     if (!dir || !*dir || (flags & ~SMK_EXTRACT_PARENTS))
@@ -117,29 +128,51 @@ int smk_extract_all(const char *dir, unsigned int flags)
         if (r != 0)
             return r;
     }
-    struct job jobs[SMK_ASSET_ID_COUNT];
-    size_t n = 0;
-    for (size_t i = 0; i < smk__asset_count && n < SMK_ASSET_ID_COUNT; i++, n++) {
-        jobs[n].a = smk__asset_list[i];
-        jobs[n].started = false;
-        int len = snprintf(jobs[n].path, sizeof jobs[n].path, "%s/%s", dir,
-                           jobs[n].a->file_name);
-        if (len < 0 || (size_t)len >= sizeof jobs[n].path)
-            return -ENAMETOOLONG;
-    }
-    /* Each asset on its own thread: decoding is CPU, writing is I/O, and they overlap. The
-     * calling thread takes the first; if a thread cannot start, its asset runs here too. */
-    for (size_t i = 1; i < n; i++)
-        jobs[i].started = pthread_create(&jobs[i].thread, NULL, run_job, &jobs[i]) == 0;
-    for (size_t i = 0; i < n; i++)
-        if (!jobs[i].started)
-            run_job(&jobs[i]);
+    size_t n = smk__asset_count;
+    struct job *jobs = calloc(n, sizeof *jobs);
+    if (!jobs)
+        return -ENOMEM;
     int first = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (jobs[i].started)
-            pthread_join(jobs[i].thread, NULL);
-        if (first == 0)
+    for (size_t i = 0; i < n && first == 0; i++) {
+        jobs[i].a = smk__asset_list[i];
+        size_t len = strlen(dir) + 1 + strlen(jobs[i].a->file_name) + 1;
+        if (len > PATH_MAX)
+            first = -ENAMETOOLONG;
+        else if (!(jobs[i].path = malloc(len)))
+            first = -ENOMEM;
+        else
+            snprintf(jobs[i].path, len, "%s/%s", dir, jobs[i].a->file_name);
+    }
+    if (first == 0) {
+        /* Each asset on its own thread: decoding is CPU, writing is I/O, and they overlap.
+         * An asset whose thread cannot start runs on the calling thread. */
+        pthread_attr_t attr;
+        bool attr_ok = pthread_attr_init(&attr) == 0;
+        if (attr_ok && pthread_attr_setstacksize(&attr, WORKER_STACK) != 0) {
+            pthread_attr_destroy(&attr);
+            attr_ok = false;
+        }
+        for (size_t i = 0; i < n; i++)
+            jobs[i].started =
+                attr_ok && pthread_create(&jobs[i].thread, &attr, run_job, &jobs[i]) == 0;
+        if (attr_ok)
+            pthread_attr_destroy(&attr);
+        for (size_t i = 0; i < n; i++)
+            if (!jobs[i].started)
+                run_job(&jobs[i]);
+        for (size_t i = 0; i < n; i++)
+            if (jobs[i].started)
+                pthread_join(jobs[i].thread, NULL);
+        /* Too many at once for the descriptors or memory there are: one by one, which needs
+         * only what one smk_extract() does. Extraction is atomic, so a retry is safe. */
+        for (size_t i = 0; i < n; i++)
+            if (resource_error(jobs[i].result))
+                run_job(&jobs[i]);
+        for (size_t i = 0; i < n && first == 0; i++)
             first = jobs[i].result;
     }
+    for (size_t i = 0; i < n; i++)
+        free(jobs[i].path);
+    free(jobs);
     return first;
 }

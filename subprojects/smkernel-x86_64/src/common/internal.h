@@ -2,6 +2,22 @@
 #ifndef SMK_INTERNAL_H
 #define SMK_INTERNAL_H
 
+/*
+ * Included before any system header. On Linux the library uses a few Linux interfaces
+ * (O_TMPFILE, /proc, sync_file_range, secure_getenv) where they help; everything else, and
+ * every other OS, takes the POSIX path. SMK_PORTABLE (the portable build, -Dportable=true)
+ * builds on Linux as on macOS: no _GNU_SOURCE, no Linux-only path, so the tests prove the
+ * fallbacks.
+ */
+#if defined(__linux__) && !defined(SMK_PORTABLE)
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#define SMK_LINUX 1
+#else
+#define SMK_LINUX 0
+#endif
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -38,6 +54,15 @@ SMK_HIDDEN const struct smk_asset *smk__lookup(enum smk_asset_id id, int *err);
 /* Decode the asset's blob, calling cb for each chunk; checks size and SHA-256 at the end. */
 SMK_HIDDEN int smk__decode(const struct smk_asset *a, smk_write_fn cb, void *ctx);
 
+/* fsync, or F_FULLFSYNC on macOS, whose fsync() does not reach the media. 0 or -errno. */
+SMK_HIDDEN int smk__fsync(int fd);
+/* Make dirfd's entries (a new or renamed name) durable; file systems that cannot are 0. */
+SMK_HIDDEN int smk__sync_dir(int dirfd);
+
+/* Map a failed libarchive call: -ENOMEM for an allocation failure, else -EBADMSG. */
+struct archive;
+SMK_HIDDEN int smk__archive_error(struct archive *ar);
+
 /* Write all of buf to fd, retrying short writes and EINTR. Returns 0 or -errno. */
 SMK_HIDDEN int smk__write_all(int fd, const void *buf, size_t len);
 
@@ -45,11 +70,11 @@ SMK_HIDDEN int smk__write_all(int fd, const void *buf, size_t len);
 struct smk__atomic {
     int dirfd;
     int fd;
-    bool named;         /* a named temporary exists (no O_TMPFILE) and must be removed on abort */
-    bool own_dirfd;     /* dirfd was opened by smk__atomic_begin and is closed with t */
-    uint32_t host;      /* host identity in temporary names (0: not computed yet) */
-    char tmp_name[64];  /* the temporary's name once it has one, relative to dirfd */
-    char name[256];     /* final name, relative to dirfd */
+    bool named;        /* a named temporary exists (no O_TMPFILE) and must be removed on abort */
+    bool own_dirfd;    /* dirfd was opened by smk__atomic_begin and is closed with t */
+    uint32_t host;     /* host identity in temporary names (0: not computed yet) */
+    char tmp_name[64]; /* the temporary's name once it has one, relative to dirfd */
+    char name[256];    /* final name, relative to dirfd */
 };
 
 /*
