@@ -91,21 +91,21 @@ static void teardown(void)
 
 START_TEST(test_help_and_version)
 {
-    ck_assert_int_eq(run("--help", NULL), 0);
+    ck_assert_int_eq(run("--help", (char *)NULL), 0);
     ck_assert(strstr(out, "usage: smkernel") != NULL);
-    ck_assert_int_eq(run("--version", NULL), 0);
+    ck_assert_int_eq(run("--version", (char *)NULL), 0);
     ck_assert(strstr(out, smk_version()) != NULL);
     ck_assert(strstr(out, smk_arch()) != NULL);
     ck_assert_int_eq(run(NULL), 2);
     ck_assert(strstr(err, "missing command") != NULL);
-    ck_assert_int_eq(run("frobnicate", NULL), 2);
+    ck_assert_int_eq(run("frobnicate", (char *)NULL), 2);
     ck_assert(strstr(err, "unknown command 'frobnicate'") != NULL);
 }
 END_TEST
 
 START_TEST(test_list)
 {
-    ck_assert_int_eq(run("list", NULL), 0);
+    ck_assert_int_eq(run("list", (char *)NULL), 0);
     size_t n;
     const struct smk_asset *const *list = smk_assets(&n);
     for (size_t i = 0; i < n; i++) {
@@ -113,37 +113,37 @@ START_TEST(test_list)
                           strstr(out, list[i]->license),
                       "list lacks %s", list[i]->name);
     }
-    ck_assert_int_eq(run("list", "extra", NULL), 2);
+    ck_assert_int_eq(run("list", "extra", (char *)NULL), 2);
 }
 END_TEST
 
 START_TEST(test_extract_and_verify)
 {
-    ck_assert_int_eq(run("extract", "kernel", at("k"), NULL), 0);
+    ck_assert_int_eq(run("extract", "kernel", at("k"), (char *)NULL), 0);
     ck_assert_int_eq(smk_verify_file(SMK_ASSET_KERNEL, at("k")), 0);
-    ck_assert_int_eq(run("verify", "kernel", at("k"), NULL), 0);
+    ck_assert_int_eq(run("verify", "kernel", at("k"), (char *)NULL), 0);
     ck_assert(strstr(out, "OK") != NULL);
     /* By file name too. */
     const char *file = smk_asset_get(SMK_ASSET_KERNEL)->file_name;
-    ck_assert_int_eq(run("verify", file, at("k"), NULL), 0);
-    ck_assert_int_eq(run("verify", "supermachine-agent", at("k"), NULL), 1);
+    ck_assert_int_eq(run("verify", file, at("k"), (char *)NULL), 0);
+    ck_assert_int_eq(run("verify", "supermachine-agent", at("k"), (char *)NULL), 1);
     ck_assert(strstr(err, "does not hold supermachine-agent") != NULL);
-    ck_assert_int_eq(run("verify", "kernel", at("none"), NULL), 1);
-    ck_assert_int_eq(run("extract", "kernel", at("a/b/k"), NULL), 1);
+    ck_assert_int_eq(run("verify", "kernel", at("none"), (char *)NULL), 1);
+    ck_assert_int_eq(run("extract", "kernel", at("a/b/k"), (char *)NULL), 1);
     ck_assert(strstr(err, "cannot write") != NULL);
-    ck_assert_int_eq(run("extract", "--parents", "kernel", at("a/b/k"), NULL), 0);
+    ck_assert_int_eq(run("extract", "--parents", "kernel", at("a/b/k"), (char *)NULL), 0);
     ck_assert_int_eq(smk_verify_file(SMK_ASSET_KERNEL, at("a/b/k")), 0);
-    ck_assert_int_eq(run("extract", "no-such", at("x"), NULL), 2);
+    ck_assert_int_eq(run("extract", "no-such", at("x"), (char *)NULL), 2);
     ck_assert(strstr(err, "unknown asset 'no-such'") != NULL);
-    ck_assert_int_eq(run("extract", "kernel", NULL), 2);
-    ck_assert_int_eq(run("extract", "kernel", tmp, NULL), 1);
+    ck_assert_int_eq(run("extract", "kernel", (char *)NULL), 2);
+    ck_assert_int_eq(run("extract", "kernel", tmp, (char *)NULL), 1);
     ck_assert(strstr(err, "directory") != NULL);
 }
 END_TEST
 
 START_TEST(test_extract_all)
 {
-    ck_assert_int_eq(run("extract", "--all", at("all/dir"), NULL), 0);
+    ck_assert_int_eq(run("extract", "--all", at("all/dir"), (char *)NULL), 0);
     size_t n;
     const struct smk_asset *const *list = smk_assets(&n);
     for (size_t i = 0; i < n; i++) {
@@ -155,23 +155,23 @@ START_TEST(test_extract_all)
         ck_assert_int_eq(stat(p, &st), 0);
         ck_assert_uint_eq(st.st_mode & 07777, list[i]->mode);
     }
-    ck_assert_int_eq(run("extract", "--all", NULL), 2);
+    ck_assert_int_eq(run("extract", "--all", (char *)NULL), 2);
 }
 END_TEST
 
 START_TEST(test_path)
 {
     setenv("SMKERNEL_CACHE_DIR", at("cache"), 1);
-    ck_assert_int_eq(run("path", "supermachine-agent", NULL), 0);
+    ck_assert_int_eq(run("path", "supermachine-agent", (char *)NULL), 0);
     out[strcspn(out, "\n")] = '\0';
     ck_assert_int_eq(smk_verify_file(SMK_ASSET_SUPERMACHINE_AGENT, out), 0);
     static char first[sizeof out];
     memcpy(first, out, sizeof out);
-    ck_assert_int_eq(run("path", "supermachine-agent", NULL), 0);
+    ck_assert_int_eq(run("path", "supermachine-agent", (char *)NULL), 0);
     out[strcspn(out, "\n")] = '\0';
     ck_assert_str_eq(out, first);
     ck_assert_int_eq(chmod(at("cache"), 0777), 0);
-    ck_assert_int_eq(run("path", "kernel", NULL), 1);
+    ck_assert_int_eq(run("path", "kernel", (char *)NULL), 1);
     ck_assert(strstr(err, "not permitted") != NULL);
     unsetenv("SMKERNEL_CACHE_DIR");
 }
@@ -184,24 +184,24 @@ START_TEST(test_initramfs)
     fclose(f);
     char add[700];
     snprintf(add, sizeof add, "%s:/opt/hello:0755", at("hello"));
-    ck_assert_int_eq(run("initramfs", "--add", add, at("initrd"), NULL), 0);
+    ck_assert_int_eq(run("initramfs", "--add", add, at("initrd"), (char *)NULL), 0);
     struct stat st;
     ck_assert_int_eq(stat(at("initrd"), &st), 0);
     ck_assert_int_gt(st.st_size, (off_t)smk_asset_get(SMK_ASSET_SUPERMACHINE_AGENT)->size);
     char cmd[800];
     snprintf(cmd, sizeof cmd, "cpio -it < '%s' 2>/dev/null | grep -qx opt/hello", at("initrd"));
     ck_assert_int_eq(system(cmd), 0);
-    ck_assert_int_eq(run("initramfs", "--add", "nocolon", at("i2"), NULL), 2);
-    ck_assert_int_eq(run("initramfs", "--add", "/x:relative", at("i2"), NULL), 2);
-    ck_assert_int_eq(run("initramfs", "--add", "/nonexistent:/x", at("i2"), NULL), 1);
+    ck_assert_int_eq(run("initramfs", "--add", "nocolon", at("i2"), (char *)NULL), 2);
+    ck_assert_int_eq(run("initramfs", "--add", "/x:relative", at("i2"), (char *)NULL), 2);
+    ck_assert_int_eq(run("initramfs", "--add", "/nonexistent:/x", at("i2"), (char *)NULL), 1);
     ck_assert_int_eq(access(at("i2"), F_OK), -1);
-    ck_assert_int_eq(run("initramfs", NULL), 2);
+    ck_assert_int_eq(run("initramfs", (char *)NULL), 2);
 }
 END_TEST
 
 START_TEST(test_cmdline)
 {
-    ck_assert_int_eq(run("cmdline", NULL), 0);
+    ck_assert_int_eq(run("cmdline", (char *)NULL), 0);
     ck_assert(strstr(out, smk_kernel_cmdline()) != NULL);
 }
 END_TEST
@@ -214,48 +214,48 @@ START_TEST(test_errors_name_the_fault)
     fclose(f);
     char add[700];
 
-    ck_assert_int_eq(run("initramfs", "--add", "/nonexistent-host-file:/x", at("o.cpio"), NULL), 1);
+    ck_assert_int_eq(run("initramfs", "--add", "/nonexistent-host-file:/x", at("o.cpio"), (char *)NULL), 1);
     ck_assert_msg(strstr(err, "cannot read /nonexistent-host-file") != NULL, "%s", err);
     ck_assert(strstr(err, "o.cpio") == NULL);
     ck_assert_int_eq(access(at("o.cpio"), F_OK), -1);
 
     snprintf(add, sizeof add, "%s:/etc2", tmp);
-    ck_assert_int_eq(run("initramfs", "--add", add, at("o.cpio"), NULL), 1);
+    ck_assert_int_eq(run("initramfs", "--add", add, at("o.cpio"), (char *)NULL), 1);
     ck_assert_msg(strstr(err, tmp) && strstr(err, "is a directory"), "%s", err);
     ck_assert(strstr(err, "o.cpio") == NULL);
 
     snprintf(add, sizeof add, "%s:/x:999", at("hello"));
-    ck_assert_int_eq(run("initramfs", "--add", add, at("o.cpio"), NULL), 2);
+    ck_assert_int_eq(run("initramfs", "--add", add, at("o.cpio"), (char *)NULL), 2);
     ck_assert_msg(strstr(err, "MODE '999'") && strstr(err, add), "%s", err);
 
-    ck_assert_int_eq(run("initramfs", "--add", NULL), 2);
+    ck_assert_int_eq(run("initramfs", "--add", (char *)NULL), 2);
     ck_assert_msg(strstr(err, "--add needs a value") != NULL, "%s", err);
 
-    ck_assert_int_eq(run("cmdline", "x", NULL), 2);
+    ck_assert_int_eq(run("cmdline", "x", (char *)NULL), 2);
     ck_assert_msg(strstr(err, "cmdline takes no arguments, not 'x'") != NULL, "%s", err);
 
     /* A missing parent is named as such, not as a missing file or asset. */
-    ck_assert_int_eq(run("extract", "kernel", at("nod/sub/k"), NULL), 1);
+    ck_assert_int_eq(run("extract", "kernel", at("nod/sub/k"), (char *)NULL), 1);
     ck_assert_msg(strstr(err, "directory") && strstr(err, "nod/sub does not exist") &&
                       strstr(err, "--parents"),
                   "%s", err);
-    ck_assert_int_eq(run("initramfs", at("nod/x.cpio"), NULL), 1);
+    ck_assert_int_eq(run("initramfs", at("nod/x.cpio"), (char *)NULL), 1);
     ck_assert_msg(strstr(err, "nod does not exist") != NULL, "%s", err);
-    ck_assert_int_eq(run("extract", "kernel", at("hello/k"), NULL), 1);
+    ck_assert_int_eq(run("extract", "kernel", at("hello/k"), (char *)NULL), 1);
     ck_assert_msg(strstr(err, "hello is not a directory") != NULL, "%s", err);
 
-    ck_assert_int_eq(run("extract", "--bogus", "kernel", at("k"), NULL), 2);
+    ck_assert_int_eq(run("extract", "--bogus", "kernel", at("k"), (char *)NULL), 2);
     ck_assert_msg(strstr(err, "unknown option '--bogus' for extract") != NULL, "%s", err);
-    ck_assert_int_eq(run("list", "extra", NULL), 2);
+    ck_assert_int_eq(run("list", "extra", (char *)NULL), 2);
     ck_assert_msg(strstr(err, "list takes no arguments, not 'extra'") != NULL, "%s", err);
 
-    ck_assert_int_eq(run("agent", "--connect", NULL), 2);
+    ck_assert_int_eq(run("agent", "--connect", (char *)NULL), 2);
     ck_assert_msg(strstr(err, "--connect needs a value") != NULL, "%s", err);
-    ck_assert_int_eq(run("agent", "--timeout", NULL), 2);
+    ck_assert_int_eq(run("agent", "--timeout", (char *)NULL), 2);
     ck_assert_msg(strstr(err, "--timeout needs a value") != NULL, "%s", err);
-    ck_assert_int_eq(run("agent", "--bogus", NULL), 2);
+    ck_assert_int_eq(run("agent", "--bogus", (char *)NULL), 2);
     ck_assert_msg(strstr(err, "unknown option '--bogus'") != NULL, "%s", err);
-    ck_assert_int_eq(run("agent", "--connect", "unix:/nonexistent", "frob", NULL), 2);
+    ck_assert_int_eq(run("agent", "--connect", "unix:/nonexistent", "frob", (char *)NULL), 2);
     ck_assert_msg(strstr(err, "unknown command 'frob'") != NULL, "%s", err);
 }
 END_TEST
@@ -269,24 +269,24 @@ START_TEST(test_options)
     for (int o = 0; o < 2; o++) {
         char dir[300];
         snprintf(dir, sizeof dir, "p%d/q/r", o);
-        ck_assert_int_eq(run("extract", order[o][0], order[o][1], at(dir), NULL), 0);
+        ck_assert_int_eq(run("extract", order[o][0], order[o][1], at(dir), (char *)NULL), 0);
         for (size_t i = 0; i < n; i++) {
             char p[700];
             snprintf(p, sizeof p, "%s/%s", at(dir), list[i]->file_name);
             ck_assert_int_eq(smk_verify_file(list[i]->id, p), 0);
         }
     }
-    ck_assert_int_eq(run("extract", "--", "kernel", at("dd"), NULL), 0);
+    ck_assert_int_eq(run("extract", "--", "kernel", at("dd"), (char *)NULL), 0);
     ck_assert_int_eq(smk_verify_file(SMK_ASSET_KERNEL, at("dd")), 0);
-    ck_assert_int_eq(run("extract", "--", "--all", at("x"), NULL), 2);
+    ck_assert_int_eq(run("extract", "--", "--all", at("x"), (char *)NULL), 2);
     ck_assert_msg(strstr(err, "unknown asset '--all'") != NULL, "%s", err);
-    ck_assert_int_eq(run("initramfs", "--parents", "--", at("i/j/-x.cpio"), NULL), 0);
+    ck_assert_int_eq(run("initramfs", "--parents", "--", at("i/j/-x.cpio"), (char *)NULL), 0);
     ck_assert_int_eq(access(at("i/j/-x.cpio"), F_OK), 0);
-    ck_assert_int_eq(run("cmdline", "--", NULL), 0);
+    ck_assert_int_eq(run("cmdline", "--", (char *)NULL), 0);
 
     const char *cmds[] = {"list", "extract", "initramfs", "verify", "path", "cmdline", "agent"};
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
-        ck_assert_int_eq(run(cmds[i], "--help", NULL), 0);
+        ck_assert_int_eq(run(cmds[i], "--help", (char *)NULL), 0);
         char want[64];
         snprintf(want, sizeof want, "usage: smkernel %s", cmds[i]);
         ck_assert_msg(strstr(out, want) != NULL, "%s --help: %s", cmds[i], out);
@@ -300,7 +300,7 @@ START_TEST(test_list_formats)
 {
     size_t n;
     const struct smk_asset *const *list = smk_assets(&n);
-    ck_assert_int_eq(run("list", NULL), 0);
+    ck_assert_int_eq(run("list", (char *)NULL), 0);
     ck_assert_msg(strncmp(out, "NAME\tFILE\tSIZE\tBLOB\tMODE\tCODEC\tSHA256\tVERSION\tLICENSE\n",
                           strlen("NAME\tFILE\tSIZE\tBLOB\tMODE\tCODEC\tSHA256\tVERSION\tLICENSE\n")) == 0,
                   "%s", out);
@@ -317,7 +317,7 @@ START_TEST(test_list_formats)
     }
     ck_assert_uint_eq(lines, n + 1);
 
-    ck_assert_int_eq(run("list", "--json", NULL), 0);
+    ck_assert_int_eq(run("list", "--json", (char *)NULL), 0);
     char script[2000];
     int len = snprintf(script, sizeof script,
                        "python3 -c 'import json,sys\n"
