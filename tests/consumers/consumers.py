@@ -9,6 +9,15 @@
                                 installed smkernel (shared or static) extracts every asset
   consumers.py unsupported-arch a riscv64 configure, and a riscv64 compile of <smkernel.h>, stop
                                 with the facade's words
+  consumers.py sub-wrap         the per-arch sub-library as its own wrap (its own tarball),
+                                `version: '>= 0.1'`, installed (shared and static) and run
+  consumers.py examples         examples/: the C program and the CMake project against an
+                                installed smkernel (with the install listing checked: license
+                                files, manifest, man page), the Meson wrap project without Check
+
+The wrap consumers run with check.pc hidden from pkg-config (PKG_CONFIG_LIBDIR holds every
+other .pc file of the system), as on a machine without Check, and check that smkernel adds no
+test and no agent, benchmark or fuzzer target to the consumer's build.
 
 Each mode works in its own temporary directory, removed at the end (also on failure and when
 `meson test` times out), and ends with PASS or with FAIL lines that say what broke.
@@ -189,6 +198,56 @@ def mode_release_tarball(a, tmp):
 
 # --- wrap ------------------------------------------------------------------------------------
 
+def without_check(tmp):
+    """An environment whose pkg-config sees every system .pc file but check.pc."""
+    pkgconf = os.environ.get("PKG_CONFIG", "pkg-config").split()
+    path = run(pkgconf + ["--variable", "pc_path", "pkg-config"], "pkg-config pc_path").strip()
+    libdir = os.path.join(tmp, "pkgconfig-without-check")
+    os.makedirs(libdir, exist_ok=True)
+    for d in path.split(os.pathsep) + os.environ.get("PKG_CONFIG_PATH", "").split(os.pathsep):
+        if not os.path.isdir(d):
+            continue
+        for f in os.listdir(d):
+            if f.endswith(".pc") and f != "check.pc" and not os.path.exists(
+                    os.path.join(libdir, f)):
+                os.symlink(os.path.join(d, f), os.path.join(libdir, f))
+    env = dict(os.environ, PKG_CONFIG_LIBDIR=libdir)
+    env.pop("PKG_CONFIG_PATH", None)
+    if subprocess.run(pkgconf + ["--exists", "check"], env=env).returncode == 0:
+        raise Fatal("check.pc is still visible with PKG_CONFIG_LIBDIR=" + libdir)
+    say(f"  pkg-config without check.pc: PKG_CONFIG_LIBDIR={libdir}")
+    return env
+
+
+def only_own_build(a, build, own_tests, env, sub_library=False):
+    """The consumer's `meson test --list` holds its own tests only, and its build no target of
+    smkernel's tests: no agent, benchmark, fuzzer, test program or CLI, and (under the facade)
+    no libsmkernel-<arch>.so beside libsmkernel; sub_library: the consumer links that one."""
+    # `meson test --list` exits 1 with "No tests defined." when there are none.
+    p = subprocess.run([a.meson, "test", "-C", build, "--list"], env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    listed = p.stdout
+    if p.returncode != 0 and "No tests defined" not in listed:
+        raise Fatal(f"meson test --list: exit {p.returncode}:\n{listed}")
+    tests = sorted(l.strip().split(" / ")[-1] for l in listed.splitlines()
+                   if l.strip() and "No tests defined" not in l and not l.startswith("ninja:"))
+    say(f"  meson test --list: {' '.join(tests) or '(none)'}")
+    if tests != sorted(own_tests):
+        problem(f"the consumer's tests are {tests}, want only its own {sorted(own_tests)}")
+    targets = run(["ninja", "-C", build, "-t", "targets", "all"], "ninja -t targets", env=env)
+    # benchmark, test, meson-*: Meson's own phony targets, in every build.
+    names = [l.split(":")[0] for l in targets.splitlines()
+             if l.split(":")[0] not in ("benchmark", "test")]
+    if sub_library:
+        names = [n for n in names if not re.search(r"/libsmkernel-(x86_64|aarch64)\.so[.\d]*$", n)]
+    bad = sorted(n for n in names if re.search(
+        r"(^|/)(supermachine-agent[\w-]*|test-[\w-]+|bench[\w-]*|fuzz[\w-]*|smkernel|"
+        r"libsmkernel-(x86_64|aarch64)\.so[.\d]*)$", n))
+    say(f"  ninja targets: {len(names)}; of smkernel's tests, agent, benches, fuzzers, CLI: "
+        f"{' '.join(bad) or 'none'}")
+    if bad:
+        problem(f"the consumer's build holds smkernel targets it does not need: {bad[:8]}")
+
 def mode_wrap(a, tmp):
     version = version_of(a.source)
     say(f"== the {a.arch} release tarball of {a.source}")
@@ -211,10 +270,12 @@ def mode_wrap(a, tmp):
         f.write(wrap)
     say("  " + wrap.rstrip().replace("\n", "\n  "))
 
-    say("\n== meson setup: nothing to download, smkernel from the wrap even if one is installed")
+    say("\n== meson setup without Check: nothing to download, smkernel from the wrap even if one "
+        "is installed")
+    env = without_check(tmp)
     build = os.path.join(tmp, "build")
     log = run([a.meson, "setup", build, proj, "--wrap-mode=nodownload",
-               "--force-fallback-for=smkernel"], "meson setup of the wrap consumer")
+               "--force-fallback-for=smkernel"], "meson setup of the wrap consumer", env=env)
     for line in log.splitlines():
         if re.search(r"smkernel source from cache|Executing subproject|Dependency smkernel", line):
             say("  | " + line.strip())
@@ -250,7 +311,8 @@ def mode_wrap(a, tmp):
                 "not used from inside the unpacked wrap")
 
     say("\n== build and run the consumer")
-    run([a.meson, "compile", "-C", build], "meson compile of the wrap consumer")
+    run([a.meson, "compile", "-C", build], "meson compile of the wrap consumer", env=env)
+    only_own_build(a, build, [], env)
     outdir = os.path.join(tmp, "assets")
     os.mkdir(outdir)
     out = run([os.path.join(build, "wrap-consumer"), outdir], "the wrap consumer program")
@@ -429,8 +491,211 @@ def mode_unsupported_arch(a, tmp):
             problem(f"<{h}> fails to compile for riscv64, but not with the #error's words")
 
 
+# --- the per-arch sub-library as its own wrap -------------------------------------------------
+
+SUB_MAIN = r"""/* A consumer of the per-arch sub-library alone. SPDX-License-Identifier: MIT */
+#include <stdio.h>
+#include SMK_ARCH_HEADER
+
+int main(int argc, char **argv)
+{
+    if (argc != 2)
+        return 2;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", argv[1], smk_asset_get(SMK_ASSET_KERNEL)->file_name);
+    int r = smk_extract(SMK_ASSET_KERNEL, path, SMK_EXTRACT_PARENTS);
+    if (r == 0)
+        r = smk_verify_file(SMK_ASSET_KERNEL, path);
+    printf("smkernel %s (%s): %s -> %s\n", smk_version(), smk_arch(), path, smk_strerror(r));
+    return r != 0;
+}
+"""
+
+LICENSE_FILES = ("LICENSE", "CORRESPONDING-SOURCE", "MANIFEST.tsv", "GPL-2.0-only.txt",
+                 "MIT.txt")
+
+
+def listing(root):
+    return sorted(os.path.relpath(os.path.join(d, f), root)
+                  for d, _, fs in os.walk(root) for f in fs)
+
+
+def check_licenses(a, files, root, name):
+    where = f"share/licenses/{name}"
+    for f in LICENSE_FILES:
+        if f"{where}/{f}" not in files:
+            problem(f"{where}/{f} is not installed")
+    manifest = os.path.join(a.source, "subprojects", f"smkernel-{a.arch}", "blobs",
+                            "MANIFEST.tsv")
+    installed = os.path.join(root, where, "MANIFEST.tsv")
+    if os.path.isfile(installed) and read_file(installed) != read_file(manifest):
+        problem(f"{where}/MANIFEST.tsv differs from the sub-library's blobs/MANIFEST.tsv")
+
+
+def mode_sub_wrap(a, tmp):
+    version = version_of(a.source)
+    name = f"smkernel-{a.arch}"
+    say(f"== the {name} release tarball (tools/release-tarball --sub-library)")
+    out = run([sys.executable, a.tool, "--sub-library", a.arch, os.path.join(tmp, "release"),
+               a.source], "tools/release-tarball --sub-library")
+    say("  " + out.rstrip().replace("\n", "\n  "))
+    tarball = [l for l in out.splitlines() if l.endswith(".tar.xz")][0]
+    if os.path.basename(tarball) != f"{name}-{version}.tar.xz":
+        problem(f"the sub-library tarball is {os.path.basename(tarball)}, want "
+                f"{name}-{version}.tar.xz")
+    with tarfile.open(tarball) as t:
+        names = t.getnames()
+    for want in ("meson.build", "LICENSE", "CORRESPONDING-SOURCE", "blobs/MANIFEST.tsv",
+                 "include/smkernel-common.h"):
+        if f"{name}-{version}/{want}" not in names:
+            problem(f"{want} is missing from the sub-library tarball")
+    if not any(n.startswith(f"{name}-{version}/assets/") for n in names):
+        problem("assets/ (the corresponding source) is missing from the sub-library tarball")
+
+    proj = os.path.join(tmp, "project")
+    os.makedirs(os.path.join(proj, "subprojects", "packagecache"))
+    shutil.copy(tarball, os.path.join(proj, "subprojects", "packagecache"))
+    with open(os.path.join(proj, "subprojects", f"{name}.wrap"), "w") as f:
+        f.write(f"[wrap-file]\ndirectory = {name}-{version}\n"
+                f"source_url = https://releases.smkernel.invalid/{os.path.basename(tarball)}\n"
+                f"source_filename = {os.path.basename(tarball)}\n"
+                f"source_hash = {hashlib.sha256(read_file(tarball)).hexdigest()}\n\n"
+                f"[provide]\ndependency_names = {name}\n")
+    with open(os.path.join(proj, "main.c"), "w") as f:
+        f.write(SUB_MAIN)
+    with open(os.path.join(proj, "meson.build"), "w") as f:
+        f.write(f"project('sub-wrap-consumer', 'c', meson_version: '>= 1.0.0')\n"
+                f"dep = dependency('{name}', version: '>= 0.1')\n"
+                f"assert(dep.version() == '{version}', 'version ' + dep.version())\n"
+                f"executable('sub-consumer', 'main.c', dependencies: dep, install: true,\n"
+                f"  c_args: ['-DSMK_ARCH_HEADER=<{name}.h>'])\n")
+    env = without_check(tmp)
+    soversion = version.split(".")[0] if not version.startswith("0.") else \
+        ".".join(version.split(".")[:2])
+    for library in ("shared", "static"):
+        say(f"\n== dependency('{name}', version: '>= 0.1') from the wrap, {library}, installed "
+            "into a prefix and run from there")
+        build, prefix = os.path.join(tmp, f"build-{library}"), os.path.join(tmp, f"prefix-{library}")
+        log = run([a.meson, "setup", build, proj, "--wrap-mode=nodownload", f"--prefix={prefix}",
+                   f"-Ddefault_library={library}"], "meson setup of the sub-library consumer",
+                  env=env)
+        if not re.search(rf"Dependency {name} found: YES {re.escape(version)} \(overridden\)", log):
+            problem(f"Meson did not report `Dependency {name} found: YES {version} (overridden)`")
+        run([a.meson, "compile", "-C", build], "meson compile", env=env)
+        only_own_build(a, build, [], env, sub_library=True)
+        run([a.meson, "install", "-C", build, "--quiet"], "meson install", env=env)
+        files = listing(prefix)
+        say("  installed: " + " ".join(files))
+        check_licenses(a, files, prefix, name)
+        libs = [f for f in files if os.path.basename(f).startswith(f"lib{name}")]
+        exe = os.path.join(prefix, "bin", "sub-consumer")
+        run_env = dict(os.environ)
+        if library == "shared":
+            so = [f for f in libs if os.path.basename(f) == f"lib{name}.so.{soversion}"]
+            if not so:
+                problem(f"lib{name}.so.{soversion} is not installed: {libs}")
+                continue
+            libdir = os.path.join(prefix, os.path.dirname(so[0]))
+            run_env["LD_LIBRARY_PATH"] = libdir
+            resolved = [l.strip() for l in run(["ldd", exe], "ldd", env=run_env).splitlines()
+                        if f"lib{name}" in l]
+            say(f"  ldd: {' '.join(resolved)}")
+            if not resolved or libdir not in resolved[0]:
+                problem(f"lib{name} does not resolve into {libdir}")
+        elif any(".so" in f for f in libs):
+            problem(f"a static build installed a shared library: {libs}")
+        out = run([exe, os.path.join(tmp, f"assets-{library}")], "the installed consumer",
+                  env=run_env)
+        say("  " + out.strip())
+
+
+# --- examples/ -------------------------------------------------------------------------------
+
+def mode_examples(a, tmp):
+    examples = os.path.join(a.source, "examples")
+    version = version_of(a.source)
+    say("== install smkernel (shared, with its CLI) into a prefix")
+    build, prefix = os.path.join(tmp, "build"), os.path.join(tmp, "prefix")
+    run([a.meson, "setup", build, a.source, f"--prefix={prefix}", "-Dtests=false"],
+        "meson setup of smkernel")
+    run([a.meson, "compile", "-C", build], "meson compile of smkernel")
+    run([a.meson, "install", "-C", build, "--quiet"], "meson install")
+    files = listing(prefix)
+    say("  installed:\n    " + "\n    ".join(files))
+    check_licenses(a, files, prefix, "smkernel")
+    for want in ("bin/smkernel", "share/man/man1/smkernel.1", "include/smkernel.h"):
+        if want not in files:
+            problem(f"{want} is not installed")
+    pcs = [f for f in files if f.endswith("/smkernel.pc")]
+    if len(pcs) != 1:
+        raise Fatal(f"{len(pcs)} smkernel.pc installed, want 1")
+    libdir = os.path.join(prefix, os.path.dirname(os.path.dirname(pcs[0])))
+    env = dict(os.environ, PKG_CONFIG_PATH=os.path.join(prefix, os.path.dirname(pcs[0])),
+               LD_LIBRARY_PATH=libdir)
+    man = run(["man", "-l", os.path.join(prefix, "share/man/man1/smkernel.1")], "man smkernel",
+              env=dict(env, MANWIDTH="80")) if shutil.which("man") else ""
+    if man and "smkernel extract" not in man:
+        problem("the man page does not render the extract command")
+
+    say("\n== examples/minimal: cc main.c $(pkg-config --cflags --libs smkernel)")
+    flags = run(["pkg-config", "--cflags", "--libs", "smkernel"], "pkg-config", env=env).split()
+    exe = os.path.join(tmp, "minimal")
+    cc = os.environ.get("CC", "cc").split()
+    run(cc + ["-Wall", "-Wextra", "-Werror", os.path.join(examples, "minimal", "main.c"), "-o",
+              exe] + flags, "compiling examples/minimal/main.c", env=env)
+    out = run([exe, os.path.join(tmp, "minimal-out")], "examples/minimal", env=env)
+    say("  " + out.rstrip().replace("\n", "\n  "))
+    if "identical to the file" not in out:
+        problem("examples/minimal did not find the buffer identical to the file")
+
+    say("\n== examples/cmake: pkg_check_modules(IMPORTED_TARGET)")
+    if not shutil.which("cmake"):
+        raise Fatal("cmake is not installed (tools/install-deps installs it)")
+    cbuild = os.path.join(tmp, "cmake-build")
+    run(["cmake", "-S", os.path.join(examples, "cmake"), "-B", cbuild], "cmake configure",
+        env=env)
+    run(["cmake", "--build", cbuild], "cmake --build", env=env)
+    out = run([os.path.join(cbuild, "cmake-example"), os.path.join(tmp, "cmake-out")],
+              "examples/cmake", env=env)
+    say("  " + out.rstrip().replace("\n", "\n  "))
+    if "identical to the file" not in out:
+        problem("examples/cmake did not find the buffer identical to the file")
+
+    say("\n== examples/meson-wrap: the release tarball as a wrap, Check hidden")
+    copy = os.path.join(tmp, "examples")
+    shutil.copytree(examples, copy)
+    proj = os.path.join(copy, "meson-wrap")
+    cache = os.path.join(proj, "subprojects", "packagecache")
+    os.makedirs(cache)
+    tarball = release_tarball(a.tool, a.arch, a.source, cache)
+    name = os.path.basename(tarball)
+    with open(os.path.join(proj, "subprojects", "smkernel.wrap"), "w") as f:
+        f.write(f"[wrap-file]\ndirectory = smkernel-{version}\n"
+                f"source_url = https://releases.smkernel.invalid/{version}/{name}\n"
+                f"source_filename = {name}\n"
+                f"source_hash = {hashlib.sha256(read_file(tarball)).hexdigest()}\n\n"
+                "[provide]\ndependency_names = smkernel\n")
+    wenv = without_check(tmp)
+    wbuild = os.path.join(tmp, "wrap-build")
+    run([a.meson, "setup", wbuild, proj, "--wrap-mode=nodownload", "--force-fallback-for=smkernel",
+         "--prefix=/usr"], "meson setup of examples/meson-wrap", env=wenv)
+    run([a.meson, "compile", "-C", wbuild], "meson compile of examples/meson-wrap", env=wenv)
+    only_own_build(a, wbuild, ["extract"], wenv)
+    run([a.meson, "test", "-C", wbuild], "meson test of examples/meson-wrap", env=wenv)
+    dest = os.path.join(tmp, "wrap-destdir")
+    run([a.meson, "install", "-C", wbuild, "--destdir", dest, "--quiet"], "meson install",
+        env=wenv)
+    files = listing(os.path.join(dest, "usr"))
+    say("  installed: " + " ".join(files))
+    for f in files:
+        if f == "bin/smkernel" or f.startswith("share/man/") or f.startswith("include/"):
+            problem(f"the wrap consumer's install holds smkernel's {f}")
+    check_licenses(a, files, os.path.join(dest, "usr"), "smkernel")
+
+
 MODES = {"release-tarball": mode_release_tarball, "wrap": mode_wrap,
-         "pkgconfig": mode_pkgconfig, "unsupported-arch": mode_unsupported_arch}
+         "pkgconfig": mode_pkgconfig, "unsupported-arch": mode_unsupported_arch,
+         "sub-wrap": mode_sub_wrap, "examples": mode_examples}
 
 
 def main():
