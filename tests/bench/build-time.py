@@ -6,7 +6,7 @@ Full build time of a per-arch sub-library (meson setup + ninja in a fresh direct
 as it is (blobs embedded with .incbin) against the same library with the same blobs embedded as
 a generated C byte array, the way libkrunfw embeds its kernel (a C source with the bytes as
 `0x..,` initializers). Both variants build from temp copies of SUBPROJECT_DIR, alternating,
-ROUNDS times each (default 3); the medians and their ratio are printed. The goal of issue 5:
+ROUNDS times each (default 3); the medians and their ratio are printed. The goal:
 the .incbin build takes at most 10% of the C-array build.
 
 The C-array copy runs the same tools/gen-embed.py, then moves every blob out of the generated
