@@ -1,7 +1,8 @@
 /*
  * smkernel benchmark: every figure of docs/BENCHMARKS.md (except guest boot time and the build
  * time, which tests/bench/build-time.py measures) as a ratio against a baseline measured in the
- * same run, as medians (machines here are noisy). `meson test -C build --benchmark` runs it; or directly:
+ * same run, as medians (machines here are noisy). `meson test -C build --benchmark` runs it; or
+ * directly:
  *
  *   bench [ROUNDS [STRIPPED_LIBRARY [SYNTHETIC_BLOB]]]
  *
