@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/include/smkernel-common.h by sync-shared sha256:af6b94579dc2 */
+/* GENERATED from smkernel-x86_64/include/smkernel-common.h by sync-shared sha256:6891981781c7 */
 /*
  * smkernel — pre-built guest assets (kernel, agent, helpers) for the supermachine microVM
  * runtime, embedded compressed in the library and extracted with libarchive.
@@ -190,7 +190,7 @@ SMK_API int smk_verify_file(enum smk_asset_id id, const char *path);
  * this user or is writable by group or others is refused with -EPERM rather than used.
  * Every directory above the root, up to /, is checked as OpenSSH checks the parents of its
  * files: owned by root or this user, and not writable by group or others unless it is sticky
- * (like /tmp) and the next directory down is this user's; else -EPERM. Symlinks in the root's
+ * (like /tmp) and the next directory down is this user's or root's; else -EPERM. Symlinks in the root's
  * path are resolved first, then every level is opened without following any, and the path
  * returned is the resolved one: a path through directories only this user and root can change.
  * A setuid or setgid program ignores the three variables (secure_getenv) and uses the home

@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/src/common/cache.c by sync-shared sha256:b839e3640796 */
+/* GENERATED from smkernel-x86_64/src/common/cache.c by sync-shared sha256:1f7b75dc2656 */
 /* The per-user asset cache behind smk_asset_path() and smk_asset_open(). SPDX-License-Identifier: MIT */
 #include "internal.h"
 
@@ -81,7 +81,7 @@ static int trusted(const struct stat *st)
 /*
  * A parent of the root, as OpenSSH judges the directories above its files: owned by root or
  * by us, and writable by nobody else, except a sticky directory (/tmp) whose entry next on the
- * way is ours: there others may add names but cannot rename or remove ours.
+ * way is ours or root's: there others may add names but cannot rename or remove that entry.
  */
 static int trusted_parent(const struct stat *st, const struct stat *next)
 {
@@ -90,7 +90,7 @@ static int trusted_parent(const struct stat *st, const struct stat *next)
     if (st->st_uid != 0 && st->st_uid != geteuid())
         return -EPERM;
     if ((st->st_mode & (S_IWGRP | S_IWOTH)) &&
-        !((st->st_mode & S_ISVTX) && next->st_uid == geteuid()))
+        !((st->st_mode & S_ISVTX) && (next->st_uid == geteuid() || next->st_uid == 0)))
         return -EPERM;
     return 0;
 }
@@ -224,6 +224,10 @@ static int open_root(const char *root, char *canon, size_t canon_size)
             }
             memcpy(name, p, n);
             name[n] = '\0';
+            /* Nothing is created in a directory that would fail the check. */
+            struct stat ours = {.st_uid = geteuid()};
+            if (pass == 1 && (r = trusted_parent(&st, &ours)) != 0)
+                break;
             int nfd = pass == 0 ? open_dir_at(fd, name, &next) : make_dir_at(fd, name, &next);
             if (nfd < 0) {
                 r = nfd;
