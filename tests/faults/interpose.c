@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -77,6 +78,10 @@ ssize_t write(int fd, const void *buf, size_t len)
                 return fail(fault.err);
             len = part; /* a short write up to the fault; the next call fails */
         }
+    } else if (fault.op == FAULT_RECORD) {
+        fault.calls++;
+        fault.small_writes += len < 65536;
+        fault.last_write = (long long)len;
     } else if (fault.op == FAULT_SHORT) {
         if (++fault.calls % 7 == 0)
             return fail(EINTR);
@@ -163,4 +168,15 @@ int openat64(int dirfd, const char *path, int flags, ...)
     mode_t mode = (flags & (O_CREAT_ | O_TMPFILE_)) ? va_arg(ap, mode_t) : 0;
     va_end(ap);
     return open_common("openat64", dirfd, path, flags, mode);
+}
+
+int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+    int (*f)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *) =
+        real("pthread_create");
+    if (fault.op == FAULT_THREAD) {
+        fault.hits++;
+        return fault.err;
+    }
+    return f(thread, attr, fn, arg);
 }

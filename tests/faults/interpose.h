@@ -1,6 +1,6 @@
 /*
  * In-process fault injection for the library's file-system calls. interpose.c defines write,
- * fsync, fchmod, linkat, renameat and openat in the test executable, so the library's calls
+ * fsync, fchmod, linkat, renameat, openat and pthread_create in the test executable, so the library's calls
  * (through its PLT, or resolved at static link time) reach them first; each passes through to
  * the C library's function unless the plan says to fail. Works with ASan/UBSan and under
  * qemu-user, where an LD_PRELOAD interposer would not. SPDX-License-Identifier: MIT
@@ -18,7 +18,9 @@ enum fault_op {
     FAULT_OPEN_NAMED, /* openat(".smk-tmp-*", O_CREAT) fails with err */
     FAULT_LINK,       /* linkat() fails with err on its `nth` call (0 = first) */
     FAULT_RENAME,     /* renameat() fails with err */
-    FAULT_PLANT       /* plant a symlink to `victim` at the first temporary name tried */
+    FAULT_PLANT,      /* plant a symlink to `victim` at the first temporary name tried */
+    FAULT_RECORD,     /* fail nothing; count write() calls and those under 64 KiB */
+    FAULT_THREAD      /* pthread_create() fails with err */
 };
 
 struct fault_plan {
@@ -33,6 +35,8 @@ struct fault_plan {
     int hits;
     long long written;
     int calls;
+    long long small_writes; /* write() calls of fewer than 65536 bytes */
+    long long last_write;   /* the length of the last write() call */
 };
 
 extern struct fault_plan fault;

@@ -132,8 +132,7 @@ static int temps(const char *dir)
 }
 
 /* Run op (armed) against a target that is absent or old; it must fail with want, cleanly. */
-static void expect_fault(enum fault_op op, int err, long long offset, bool target_exists,
-                         int want)
+static void expect_fault(enum fault_op op, int err, long long offset, bool target_exists, int want)
 {
     const char *target = at("target");
     unlink(target);
@@ -143,8 +142,9 @@ static void expect_fault(enum fault_op op, int err, long long offset, bool targe
     int r = smk_extract(SMK_ASSET_KERNEL, target, 0);
     int hits = fault.hits;
     fault_disarm();
-    ck_assert_msg(r == want, "op %d err %d offset %lld exists %d: got %d (%s), want %d (seed %#llx)",
-                  op, err, offset, target_exists, r, smk_strerror(r), want, seed);
+    ck_assert_msg(r == want,
+                  "op %d err %d offset %lld exists %d: got %d (%s), want %d (seed %#llx)", op, err,
+                  offset, target_exists, r, smk_strerror(r), want, seed);
     ck_assert_int_gt(hits, 0);
     ck_assert_int_eq(state_of(SMK_ASSET_KERNEL, target), target_exists ? OLD : ABSENT);
     ck_assert_int_eq(temps(tmp), 0);
@@ -159,8 +159,9 @@ START_TEST(test_write_errors_at_random_offsets)
     for (size_t e = 0; e < sizeof errs / sizeof errs[0]; e++) {
         for (int i = 0; i < per + 2; i++) {
             /* Always the first byte and the last one, then random offsets. */
-            long long off = i == 0 ? 0 : i == 1 ? (long long)k->size - 1
-                                                : (long long)(rnd() % k->size);
+            long long off = i == 0   ? 0
+                            : i == 1 ? (long long)k->size - 1
+                                     : (long long)(rnd() % k->size);
             expect_fault(FAULT_WRITE, errs[e], off, i % 2 == 0, -errs[e]);
         }
     }
@@ -367,6 +368,105 @@ START_TEST(test_kill_leaves_temp_that_next_write_removes)
 }
 END_TEST
 
+/*
+ * The sweep removes only what it can prove is a stale temporary of ours. A real one (its writer
+ * killed between linkat and rename) is removed; beside it, files of this user whose names only
+ * look like temporaries of the same host and a dead writer are all kept: a well-formed name
+ * whose tag does not match its inode (a caller's file), and malformed variants of the name.
+ */
+START_TEST(test_sweep_removes_only_provable_temps)
+{
+    fault.no_tmpfile = _i;
+    write_old(at("target"));
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        fault_arm(_i ? FAULT_WRITE : FAULT_RENAME, EIO, 100000);
+        fault.kill = 1;
+        smk_extract(SMK_ASSET_KERNEL, at("target"), 0);
+        _exit(1);
+    }
+    ck_assert_int_eq(wait_killed(pid), 0);
+    char real[256] = "";
+    DIR *d = opendir(tmp);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strncmp(e->d_name, ".smk-tmp-", 9) == 0)
+            snprintf(real, sizeof real, "%s", e->d_name);
+    closedir(d);
+    ck_assert_msg(real[0], "the killed writer left no temporary");
+    unsigned host;
+    long dead;
+    ck_assert_int_eq(sscanf(real, ".smk-tmp-%8x-%ld-", &host, &dead), 2);
+    ck_assert_int_eq((long)pid, dead);
+    const char *fmt[] = {
+        ".smk-tmp-%08x-%ld-0123456789abcdef",  /* well-formed, tag not of its inode */
+        ".smk-tmp-%08x- %ld-0123456789abcdef", /* a space before the pid */
+        ".smk-tmp-%08x-%ld-a",                 /* a one-character suffix */
+        ".smk-tmp-%08x-%ld-0123456789ABCDEF",  /* upper case */
+        ".smk-tmp-%08x-0%ld-0123456789abcdef", /* a leading zero */
+        ".smk-tmp-%08x-+%ld-0123456789abcdef", /* a sign */
+        ".smk-tmp-%08x-%ld-0123456789abcdef0", /* 17 digits */
+        ".smk-tmp-%08x-%ld-0123456789abcdef ", /* trailing space */
+    };
+    const int n = (int)(sizeof fmt / sizeof fmt[0]);
+    char names[8][128];
+    for (int i = 0; i < n; i++) {
+        snprintf(names[i], sizeof names[i], fmt[i], host, dead);
+        char p[1024];
+        snprintf(p, sizeof p, "%.255s/%.127s", tmp, names[i]);
+        FILE *f = fopen(p, "w");
+        ck_assert_ptr_nonnull(f);
+        fputs("a caller's file\n", f);
+        fclose(f);
+    }
+    ck_assert_int_eq(smk_extract(SMK_ASSET_SUPERMACHINE_AGENT, at("other"), 0), 0);
+    char p[1024];
+    snprintf(p, sizeof p, "%.255s/%.300s", tmp, real);
+    struct stat st;
+    ck_assert_msg(lstat(p, &st) != 0, "the real stale temporary %s was not removed", real);
+    for (int i = 0; i < n; i++) {
+        snprintf(p, sizeof p, "%.255s/%.127s", tmp, names[i]);
+        ck_assert_msg(lstat(p, &st) == 0, "'%s' (not provably ours) was deleted", names[i]);
+    }
+}
+END_TEST
+
+/* The initramfs goes out in writes of at least 64 KiB (the last one excepted). */
+START_TEST(test_initramfs_write_sizes)
+{
+    fault_arm(FAULT_RECORD, 0, 0);
+    int r = smk_write_initramfs(at("initrd"), NULL, 0, 0);
+    long long calls = fault.calls, small = fault.small_writes, last = fault.last_write;
+    fault_disarm();
+    ck_assert_int_eq(r, 0);
+    struct stat st;
+    ck_assert_int_eq(stat(at("initrd"), &st), 0);
+    printf("initramfs: %lld bytes in %lld write() calls\n", (long long)st.st_size, calls);
+    ck_assert_msg(small - (last < 65536) == 0,
+                  "%lld of %lld writes were under 64 KiB (not counting the last)", small, calls);
+}
+END_TEST
+
+/* No thread can start: every asset is extracted on the calling thread, all of them. */
+START_TEST(test_extract_all_without_threads)
+{
+    fault_arm(FAULT_THREAD, EAGAIN, 0);
+    int r = smk_extract_all(at("all"), SMK_EXTRACT_PARENTS);
+    int hits = fault.hits;
+    fault_disarm();
+    ck_assert_int_eq(r, 0);
+    ck_assert_int_gt(hits, 0);
+    size_t n;
+    const struct smk_asset *const *list = smk_assets(&n);
+    for (size_t i = 0; i < n; i++) {
+        char rel[300];
+        snprintf(rel, sizeof rel, "all/%s", list[i]->file_name);
+        ck_assert_int_eq(smk_verify_file(list[i]->id, at(rel)), 0);
+    }
+}
+END_TEST
+
 static double now(void)
 {
     struct timespec ts;
@@ -436,6 +536,9 @@ int main(void)
         {"cache-initramfs", test_cache_and_initramfs_faults, 2},
         {"kill-window", test_kill_leaves_temp_that_next_write_removes, 2},
         {"kill-random", test_kill_at_random_moments, 2},
+        {"sweep-strict", test_sweep_removes_only_provable_temps, 2},
+        {"initramfs-writes", test_initramfs_write_sizes, 1},
+        {"no-threads", test_extract_all_without_threads, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);
