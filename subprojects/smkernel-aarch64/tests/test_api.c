@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/tests/test_api.c by sync-shared sha256:c1b1bbcf871c */
+/* GENERATED from smkernel-x86_64/tests/test_api.c by sync-shared sha256:d19c425111a5 */
 /*
  * The sub-library's API tests (Check). Identical in both per-arch subprojects; what differs
  * comes from the generated SMK_HAVE_* macros of the arch header. SPDX-License-Identifier: MIT
@@ -121,7 +121,7 @@ START_TEST(test_list_matches_arch)
     ck_assert_uint_eq(smk_asset_get(SMK_ASSET_KERNEL)->mode, 0644);
     ck_assert_uint_eq(smk_asset_get(SMK_ASSET_SUPERMACHINE_AGENT)->mode, 0755);
     ck_assert_ptr_null(smk_asset_get((enum smk_asset_id)SMK_ASSET_ID_COUNT));
-    ck_assert_ptr_null(smk_asset_get((enum smk_asset_id)-1));
+    ck_assert_ptr_null(smk_asset_get((enum smk_asset_id) - 1));
     ck_assert_ptr_null(smk_asset_find("no-such-asset"));
     ck_assert_ptr_null(smk_asset_find(NULL));
     ck_assert_ptr_nonnull(smk_assets(NULL));
@@ -139,8 +139,8 @@ START_TEST(test_version_strings)
     ck_assert_str_eq(smk_strerror(0), "success");
     ck_assert_str_ne(smk_strerror(-EBADMSG), smk_strerror(-EINVAL));
     ck_assert_str_eq(smk_strerror(-99999), "unknown error");
-    int errs[] = {EINVAL, ENOENT, EISDIR, ENOTDIR, EACCES, EPERM, ENOSPC, EBADMSG, ENOBUFS,
-                  ERANGE, ENAMETOOLONG, ENOMEM, EROFS, EFBIG, EIO, EDQUOT};
+    int errs[] = {EINVAL,  ENOENT, EISDIR,       ENOTDIR, EACCES, EPERM, ENOSPC, EBADMSG,
+                  ENOBUFS, ERANGE, ENAMETOOLONG, ENOMEM,  EROFS,  EFBIG, EIO,    EDQUOT};
     for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++)
         ck_assert_str_ne(smk_strerror(-errs[i]), "unknown error");
 }
@@ -344,8 +344,7 @@ static void fails_cleanly(const char *path, unsigned int flags, int want)
     int r = smk_extract(SMK_ASSET_KERNEL, path, flags);
     char *after = snapshot();
     ck_assert_msg(r == want, "%s: got %d (%s), want %d", path, r, smk_strerror(r), want);
-    ck_assert_msg(strcmp(before, after) == 0, "%s: files changed:\n%s---\n%s", path, before,
-                  after);
+    ck_assert_msg(strcmp(before, after) == 0, "%s: files changed:\n%s---\n%s", path, before, after);
     free(before);
     free(after);
 }
@@ -742,6 +741,171 @@ START_TEST(test_initramfs_errors)
 }
 END_TEST
 
+/* Guest paths whose entry the kernel would drop or put elsewhere, and names too long. */
+START_TEST(test_initramfs_guest_paths)
+{
+    mk_tmp();
+    const char *bad[] = {"/.",    "/a/.", "/..", "/a/..", "/a/../b", "/./a",
+                         "/a//b", "/a/",  "/",   "",      "a"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct smk_initramfs_file f = {bad[i], NULL, "x", 1, 0644};
+        ck_assert_msg(smk_write_initramfs(at("i"), &f, 1, 0) == -EINVAL, "'%s' accepted", bad[i]);
+        uint64_t size;
+        ck_assert_int_eq(smk_initramfs_size(&f, 1, &size), -EINVAL);
+    }
+    char name[300] = "/d/";
+    memset(name + 3, 'n', 256);
+    name[3 + 256] = '\0';
+    struct smk_initramfs_file f = {name, NULL, "x", 1, 0644};
+    ck_assert_int_eq(smk_write_initramfs(at("i"), &f, 1, 0), -ENAMETOOLONG);
+    name[3 + 255] = '\0'; /* 255 bytes: the longest name a file system takes */
+    ck_assert_int_eq(smk_write_initramfs(at("i"), &f, 1, 0), 0);
+    static char names[128][128];
+    ck_assert_int_gt(list_cpio(at("i"), names, 128), 0);
+    ck_assert_int_eq(count_temps(tmp), 0);
+    rm_tmp();
+}
+END_TEST
+
+/* cpio newc stores sizes in 32 bits: 4 GiB and more is -EFBIG (a sparse file costs nothing). */
+START_TEST(test_initramfs_4gib)
+{
+    mk_tmp();
+    int fd = open(at("huge"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ftruncate(fd, (off_t)4 << 30), 0);
+    close(fd);
+    struct smk_initramfs_file f = {"/huge", at("huge"), NULL, 0, 0644};
+    ck_assert_int_eq(smk_write_initramfs(at("i"), &f, 1, 0), -EFBIG);
+    static const char byte = 'x';
+    struct smk_initramfs_file m = {"/mem", NULL, &byte, (size_t)4 << 30, 0644};
+    ck_assert_int_eq(smk_write_initramfs(at("i"), &m, 1, 0), -EFBIG);
+    ck_assert_int_eq(access(at("i"), F_OK), -1);
+    ck_assert_int_eq(count_temps(tmp), 0);
+    rm_tmp();
+}
+END_TEST
+
+/* The bytes of entry name in the archive at path (malloc'd), and their length. */
+static unsigned char *cpio_entry(const char *path, const char *name, size_t *len)
+{
+    struct archive *ar = archive_read_new();
+    archive_read_support_format_cpio(ar);
+    ck_assert_int_eq(archive_read_open_filename(ar, path, 65536), ARCHIVE_OK);
+    struct archive_entry *e;
+    unsigned char *data = NULL;
+    while (!data && archive_read_next_header(ar, &e) == ARCHIVE_OK) {
+        if (strcmp(archive_entry_pathname(e), name) != 0)
+            continue;
+        *len = (size_t)archive_entry_size(e);
+        data = malloc(*len + 1);
+        ck_assert_int_eq(archive_read_data(ar, data, *len), (la_ssize_t)*len);
+    }
+    archive_read_free(ar);
+    ck_assert_msg(data != NULL, "no %s in %s", name, path);
+    return data;
+}
+
+/* A /proc file says its size is 0 but has content: the entry holds the content. */
+START_TEST(test_initramfs_pseudo_file)
+{
+#ifdef __linux__
+    mk_tmp();
+    struct stat st;
+    ck_assert_int_eq(stat("/proc/version", &st), 0);
+    ck_assert_int_eq(st.st_size, 0);
+    char want[4096];
+    FILE *pf = fopen("/proc/version", "r");
+    size_t want_len = fread(want, 1, sizeof want, pf);
+    fclose(pf);
+    ck_assert_uint_gt(want_len, 0);
+    struct smk_initramfs_file f = {"/etc/host-version", "/proc/version", NULL, 0, 0644};
+    ck_assert_int_eq(smk_write_initramfs(at("i"), &f, 1, 0), 0);
+    size_t len;
+    unsigned char *got = cpio_entry(at("i"), "etc/host-version", &len);
+    ck_assert_uint_eq(len, want_len);
+    ck_assert(memcmp(got, want, len) == 0);
+    free(got);
+    rm_tmp();
+#endif
+}
+END_TEST
+
+struct growbuf {
+    unsigned char *p;
+    size_t used, cap, calls, biggest;
+    int fail_after; /* return -EPIPE on this call (1-based); 0 never */
+};
+
+static int grow_cb(void *ctx, const void *data, size_t len)
+{
+    struct growbuf *g = ctx;
+    if (++g->calls == (size_t)g->fail_after)
+        return -EPIPE;
+    if (g->used + len > g->cap) {
+        g->cap = (g->used + len) * 2;
+        g->p = realloc(g->p, g->cap);
+        ck_assert_ptr_nonnull(g->p);
+    }
+    memcpy(g->p + g->used, data, len);
+    g->used += len;
+    g->biggest = len > g->biggest ? len : g->biggest;
+    return 0;
+}
+
+/* The in-memory initramfs: the size query exact, buffer and stream byte-for-byte the file. */
+START_TEST(test_initramfs_in_memory)
+{
+    mk_tmp();
+    write_text(at("extra"), "hello");
+    struct smk_initramfs_file extra[] = {
+        {"/opt/tools/hello", at("extra"), NULL, 0, 0755},
+        {"/etc/motd", NULL, "hi\n", 3, 0644},
+    };
+    ck_assert_int_eq(smk_write_initramfs(at("initrd"), extra, 2, 0), 0);
+    struct stat st;
+    ck_assert_int_eq(stat(at("initrd"), &st), 0);
+    unsigned char *file = malloc((size_t)st.st_size);
+    FILE *f = fopen(at("initrd"), "rb");
+    ck_assert_uint_eq(fread(file, 1, (size_t)st.st_size, f), (size_t)st.st_size);
+    fclose(f);
+
+    uint64_t size = 0;
+    ck_assert_int_eq(smk_initramfs_size(extra, 2, &size), 0);
+    ck_assert_uint_eq(size, (uint64_t)st.st_size);
+
+    unsigned char *buf = malloc((size_t)size + 1);
+    size_t written = 0;
+    ck_assert_int_eq(smk_write_initramfs_buf(buf, (size_t)size, extra, 2, &written), 0);
+    ck_assert_uint_eq(written, size);
+    ck_assert(memcmp(buf, file, (size_t)size) == 0);
+    ck_assert_int_eq(smk_write_initramfs_buf(buf, (size_t)size - 1, extra, 2, &written), -ENOBUFS);
+
+    struct growbuf g = {0};
+    ck_assert_int_eq(smk_stream_initramfs(extra, 2, grow_cb, &g), 0);
+    ck_assert_uint_eq(g.used, size);
+    ck_assert(memcmp(g.p, file, (size_t)size) == 0);
+    ck_assert_uint_le(g.biggest, 256 * 1024);
+    free(g.p);
+    struct growbuf stop = {.fail_after = 2};
+    ck_assert_int_eq(smk_stream_initramfs(extra, 2, grow_cb, &stop), -EPIPE);
+    free(stop.p);
+
+    /* Bad input: the same errors as the file form. */
+    ck_assert_int_eq(smk_initramfs_size(extra, 2, NULL), -EINVAL);
+    ck_assert_int_eq(smk_initramfs_size(NULL, 1, &size), -EINVAL);
+    ck_assert_int_eq(smk_write_initramfs_buf(NULL, 10, NULL, 0, &written), -EINVAL);
+    ck_assert_int_eq(smk_write_initramfs_buf(buf, (size_t)size, NULL, 0, NULL), -EINVAL);
+    ck_assert_int_eq(smk_stream_initramfs(NULL, 0, NULL, NULL), -EINVAL);
+    struct smk_initramfs_file missing = {"/x", at("nonexistent"), NULL, 0, 0644};
+    ck_assert_int_eq(smk_initramfs_size(&missing, 1, &size), -ENOENT);
+    ck_assert_int_eq(smk_write_initramfs_buf(buf, (size_t)size, &missing, 1, &written), -ENOENT);
+    free(buf);
+    free(file);
+    rm_tmp();
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("smkernel-" SMK_ARCH_NAME);
@@ -759,7 +923,9 @@ static Suite *suite(void)
         {"cache",
          {test_cache_dir_precedence, test_asset_path_cold_then_warm,
           test_asset_path_repairs_altered_file, test_asset_path_refuses_untrusted_dir}},
-        {"initramfs", {test_initramfs_contents, test_initramfs_errors}},
+        {"initramfs",
+         {test_initramfs_contents, test_initramfs_errors, test_initramfs_guest_paths,
+          test_initramfs_4gib, test_initramfs_pseudo_file, test_initramfs_in_memory}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         TCase *tc = tcase_create(cases[i].name);
