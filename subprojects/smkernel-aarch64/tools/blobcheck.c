@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/tools/blobcheck.c by sync-shared sha256:656846e85330 */
+/* GENERATED from smkernel-x86_64/tools/blobcheck.c by sync-shared sha256:c4e85023cc85 */
 /*
  * blobcheck MANIFEST STAMP: the build step that refuses a blob not matching its manifest row.
  * Each blob is decoded with libarchive (as the library will at run time) and its compressed
@@ -16,33 +16,71 @@
 #include <archive_entry.h>
 #include <nettle/sha2.h>
 
-static int check_row(const char *manifest, const char *dir, int line, char *row)
+/* The columns blobcheck reads, found by name in the manifest's header line. */
+enum { COL_BLOB, COL_SIZE, COL_BLOB_SIZE, COL_SHA256, NCOLS_USED };
+static const char *const col_names[NCOLS_USED] = {"blob", "size", "blob_size", "sha256"};
+#define MAX_COLS 32
+
+struct columns {
+    int count;          /* cells in every row */
+    int at[NCOLS_USED]; /* where each column used is */
+};
+
+/* Split row at TABs in place into at most MAX_COLS cells; the number of cells. */
+static int split(char *row, char *cell[MAX_COLS])
 {
-    char *cell[10];
     int n = 0;
-    for (char *p = row; n < 10; n++) {
-        cell[n] = p;
+    for (char *p = row; n < MAX_COLS;) {
+        cell[n++] = p;
         p = strchr(p, '\t');
-        if (!p) {
-            n++;
-            break;
-        }
+        if (!p)
+            return n;
         *p++ = '\0';
     }
-    if (n != 10) {
-        fprintf(stderr, "blobcheck: %s:%d: %d columns, want 10\n", manifest, line, n);
+    return MAX_COLS + 1;
+}
+
+static int read_header(const char *manifest, char *line, struct columns *c)
+{
+    char *cell[MAX_COLS];
+    c->count = split(line, cell);
+    if (c->count > MAX_COLS) {
+        fprintf(stderr, "blobcheck: %s:1: more than %d columns\n", manifest, MAX_COLS);
         return 1;
     }
-    const char *blob = cell[2], *want_hex = cell[5];
-    unsigned long long want_size = strtoull(cell[3], NULL, 10);
-    unsigned long long want_blob = strtoull(cell[4], NULL, 10);
+    for (int k = 0; k < NCOLS_USED; k++) {
+        c->at[k] = -1;
+        for (int i = 0; i < c->count; i++)
+            if (strcmp(cell[i], col_names[k]) == 0)
+                c->at[k] = i;
+        if (c->at[k] < 0) {
+            fprintf(stderr, "blobcheck: %s:1: the header line names no '%s' column\n", manifest,
+                    col_names[k]);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int check_row(const char *manifest, const char *dir, int line, char *row,
+                     const struct columns *c)
+{
+    char *cell[MAX_COLS];
+    int n = split(row, cell);
+    if (n != c->count) {
+        fprintf(stderr, "blobcheck: %s:%d: %d columns, want %d\n", manifest, line, n, c->count);
+        return 1;
+    }
+    const char *blob = cell[c->at[COL_BLOB]], *want_hex = cell[c->at[COL_SHA256]];
+    unsigned long long want_size = strtoull(cell[c->at[COL_SIZE]], NULL, 10);
+    unsigned long long want_blob = strtoull(cell[c->at[COL_BLOB_SIZE]], NULL, 10);
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, blob);
 
     struct stat st;
     if (stat(path, &st) != 0) {
-        fprintf(stderr, "blobcheck: %s: %s (listed in %s:%d)\n", path, strerror(errno),
-                manifest, line);
+        fprintf(stderr, "blobcheck: %s: %s (listed in %s:%d)\n", path, strerror(errno), manifest,
+                line);
         return 1;
     }
     if ((unsigned long long)st.st_size != want_blob) {
@@ -116,14 +154,22 @@ int main(int argc, char **argv)
         strcpy(dir, ".");
 
     char line[8192];
+    struct columns cols = {0};
     int n = 0, bad = 0, rows = 0;
     while (fgets(line, sizeof line, f)) {
         n++;
         line[strcspn(line, "\r\n")] = '\0';
-        if (n == 1 || line[0] == '\0' || line[0] == '#')
+        if (n == 1) {
+            if (read_header(manifest, line, &cols) != 0) {
+                fclose(f);
+                return 1;
+            }
+            continue;
+        }
+        if (line[0] == '\0' || line[0] == '#')
             continue;
         rows++;
-        bad |= check_row(manifest, dir, n, line);
+        bad |= check_row(manifest, dir, n, line, &cols);
     }
     fclose(f);
     if (rows == 0) {

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-# GENERATED from smkernel-x86_64/tools/gen-embed.py by sync-shared sha256:235d4143c752
+# GENERATED from smkernel-x86_64/tools/gen-embed.py by sync-shared sha256:3d29f935077a
 # SPDX-License-Identifier: MIT
 """Generate the embedding of a per-arch asset set from its manifest.
 
-Reads blobs/MANIFEST.tsv and writes:
+Reads blobs/MANIFEST.tsv and blobs/registry.tsv (through manifest.py beside it) and writes:
   blobs.S           .incbin of every blob (ELF and Mach-O), read-only, aligned
-  assets.c          the struct smk_asset table and the arch's constants
+  assets.c          the struct smk_asset table and the arch's constants; static assertions that
+                    enum smk_asset_id agrees with the registry
   <arch>-assets.h   public: SMK_<ASSET>_LEN and SMK_HAVE_<ASSET> for this arch
-  embed.h           private: the raw (uncompressed) files embedded for the initramfs
+  embed.h           private: the raw (uncompressed) files embedded for the initramfs, and
+                    SMK__INITRAMFS_ASSETS, the initramfs entries of the registry's assets
 
 Meson runs this in a custom_target whose inputs are the manifest and every blob, so changing a
 blob regenerates blobs.S and reassembles it (a hand-written .S with .incbin would not rebuild).
@@ -15,14 +17,11 @@ The blobs' contents are checked against the manifest by blobcheck, a separate bu
 """
 import argparse
 import os
-import re
 import sys
 
-COLUMNS = ["name", "file", "blob", "size", "blob_size", "sha256", "mode", "version", "license",
-           "source"]
-IDS = {"kernel": "SMK_ASSET_KERNEL", "supermachine-agent": "SMK_ASSET_SUPERMACHINE_AGENT",
-       "busybox": "SMK_ASSET_BUSYBOX", "init-oci": "SMK_ASSET_INIT_OCI",
-       "smpark.ko": "SMK_ASSET_SMPARK_KO"}
+import manifest
+from manifest import ident
+
 CODECS = {".zst": "zstd", ".xz": "xz", ".lz4": "lz4", ".gz": "gzip"}
 
 
@@ -30,42 +29,15 @@ def fail(msg):
     sys.exit(f"gen-embed: {msg}")
 
 
-def ident(name):
-    return re.sub(r"[^A-Za-z0-9]", "_", name)
-
-
 def c_str(s):
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def read_manifest(path):
-    with open(path, encoding="utf-8") as f:
-        lines = [l.rstrip("\n") for l in f if l.strip() and not l.startswith("#")]
-    if not lines or lines[0].split("\t") != COLUMNS:
-        fail(f"{path}: the first line must be the header: {' '.join(COLUMNS)}")
-    rows = []
-    for n, line in enumerate(lines[1:], start=2):
-        cells = line.split("\t")
-        if len(cells) != len(COLUMNS):
-            fail(f"{path}:{n}: {len(cells)} columns, want {len(COLUMNS)}")
-        row = dict(zip(COLUMNS, cells))
-        if row["name"] not in IDS:
-            fail(f"{path}:{n}: unknown asset name {row['name']!r} (known: {', '.join(IDS)})")
-        if not re.fullmatch(r"[0-9a-f]{64}", row["sha256"]):
-            fail(f"{path}:{n}: sha256 must be 64 lowercase hex digits")
-        if not re.fullmatch(r"0[0-7]{3}", row["mode"]):
-            fail(f"{path}:{n}: mode must be octal like 0755")
-        for k in ("size", "blob_size"):
-            if not row[k].isdigit():
-                fail(f"{path}:{n}: {k} must be a decimal number")
-        rows.append(row)
-    return rows
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", required=True)
     ap.add_argument("--manifest", required=True)
+    ap.add_argument("--registry", required=True)
     ap.add_argument("--cmdline", required=True, help="file holding the kernel command line")
     ap.add_argument("--raw", action="append", default=[], metavar="NAME=PATH",
                     help="embed a file uncompressed (e.g. the initramfs /init script)")
@@ -75,7 +47,15 @@ def main():
     ap.add_argument("--out-private-h", required=True)
     a = ap.parse_args()
 
-    rows = read_manifest(a.manifest)
+    try:
+        rows = manifest.read_manifest(a.manifest)
+        registry = manifest.read_registry(a.registry)
+    except manifest.Error as e:
+        fail(str(e))
+    bad = manifest.check_against(rows, registry, a.arch, a.manifest)
+    if bad:
+        fail("\n  ".join(bad))
+    assets = {r["name"]: r for r in registry}
     blobdir = os.path.dirname(os.path.abspath(a.manifest))
     with open(a.cmdline, encoding="utf-8") as f:
         cmdline = f.read().strip()
@@ -126,10 +106,19 @@ def main():
     for sym, _, size in raws:
         priv += [f"extern const unsigned char smk__raw_{sym}[] __attribute__((visibility(\"hidden\")));",
                  f"#define SMK__RAW_{sym.upper()}_SIZE {size}u"]
-    priv += ["#endif", ""]
+    # struct smk__layout_entry initializers: arch.c puts them in smk__initramfs_layout.
+    layout = [f"{{{c_str(assets[r['name']]['initramfs'])}, {assets[r['name']]['enum']}, NULL, 0, "
+              f"{r['mode']}}}" for r in rows if assets[r["name"]]["initramfs"]]
+    priv += ["#define SMK__INITRAMFS_ASSETS " + ", ".join(layout), "#endif", ""]
 
     c = ["/* Generated by tools/gen-embed.py from blobs/MANIFEST.tsv; do not edit. */",
-         "#include \"internal.h\"", ""]
+         "#include \"internal.h\"", "",
+         "/* enum smk_asset_id (smkernel-common.h) must give each asset its id in assets/registry.tsv. */"]
+    for r in registry:
+        c.append(f"_Static_assert({r['enum']} == {r['id']}, \"assets/registry.tsv: {r['name']} is "
+                 f"{r['enum']} = {r['id']} in enum smk_asset_id\");")
+    c += [f"_Static_assert(SMK_ASSET_ID_COUNT == {len(registry)}, \"assets/registry.tsv lists "
+          f"{len(registry)} assets: SMK_ASSET_ID_COUNT must be {len(registry)}\");", ""]
     for sym, _ in embeds[: len(rows)]:
         c.append(f"extern const unsigned char {sym}[] SMK_HIDDEN;")
     c.append("")
@@ -137,7 +126,7 @@ def main():
         ext = os.path.splitext(r["blob"])[1]
         digest = ", ".join(f"0x{r['sha256'][i:i + 2]}" for i in range(0, 64, 2))
         c += [f"static const struct smk_asset asset_{ident(r['name'])} = {{",
-              f"    .id = {IDS[r['name']]},",
+              f"    .id = {assets[r['name']]['enum']},",
               f"    .name = {c_str(r['name'])},",
               f"    .file_name = {c_str(r['file'])},",
               f"    .blob = {sym},",
@@ -153,9 +142,9 @@ def main():
               "};", ""]
     c.append("const struct smk_asset *const smk__asset_by_id[SMK_ASSET_ID_COUNT] = {")
     for r in rows:
-        c.append(f"    [{IDS[r['name']]}] = &asset_{ident(r['name'])},")
+        c.append(f"    [{assets[r['name']]['enum']}] = &asset_{ident(r['name'])},")
     c += ["};", "", "const struct smk_asset *const smk__asset_list[] = {"]
-    for r in sorted(rows, key=lambda r: list(IDS).index(r["name"])):
+    for r in sorted(rows, key=lambda r: assets[r["name"]]["id"]):
         c.append(f"    &asset_{ident(r['name'])},")
     c += ["    NULL,", "};", f"const size_t smk__asset_count = {len(rows)};",
           f"const char smk__arch[] = {c_str(a.arch)};",

@@ -17,8 +17,7 @@ int smk_extract_busybox_to_with_parents(const char *path)
  * switch_roots into it and hands over to the agent. */
 const struct smk__layout_entry smk__initramfs_layout[] = {
     {"/init", -1, smk__raw_init, SMK__RAW_INIT_SIZE, 0755},
-    {"/bin/busybox", SMK_ASSET_BUSYBOX, NULL, 0, 0755},
-    {"/sbin/supermachine-agent", SMK_ASSET_SUPERMACHINE_AGENT, NULL, 0, 0755},
+    SMK__INITRAMFS_ASSETS, /* each asset where assets/registry.tsv puts it */
 };
 const size_t smk__initramfs_layout_count =
     sizeof smk__initramfs_layout / sizeof smk__initramfs_layout[0];
