@@ -77,8 +77,7 @@ static const char usage_cmdline[] =
     "\n"
     "Print the kernel command line the embedded kernel is tuned for.\n";
 
-__attribute__((format(printf, 2, 3))) static int usage_error(const char *cmd, const char *fmt,
-                                                             ...)
+__attribute__((format(printf, 2, 3))) static int usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -262,8 +261,8 @@ static int cmd_list(int argc, char **argv)
         const struct smk_asset *a = list[k];
         tsv_field(a->name, 0);
         tsv_field(a->file_name, 0);
-        printf("%llu\t%llu\t%04o\t", (unsigned long long)a->size,
-               (unsigned long long)a->blob_size, a->mode);
+        printf("%llu\t%llu\t%04o\t", (unsigned long long)a->size, (unsigned long long)a->blob_size,
+               a->mode);
         tsv_field(a->codec, 0);
         tsv_field(a->sha256_hex, 0);
         tsv_field(a->version, 0);
@@ -362,8 +361,8 @@ static int check_host(const struct smk_initramfs_file *f, const char *orig)
         return EXIT_FAIL;
     }
     if (S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "smkernel: --add %s: %s is a directory (--add takes regular files)\n",
-                orig, f->host_path);
+        fprintf(stderr, "smkernel: --add %s: %s is a directory (--add takes regular files)\n", orig,
+                f->host_path);
         return EXIT_FAIL;
     }
     if (!S_ISREG(st.st_mode)) {

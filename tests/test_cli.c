@@ -214,7 +214,8 @@ START_TEST(test_errors_name_the_fault)
     fclose(f);
     char add[700];
 
-    ck_assert_int_eq(run("initramfs", "--add", "/nonexistent-host-file:/x", at("o.cpio"), (char *)NULL), 1);
+    ck_assert_int_eq(
+        run("initramfs", "--add", "/nonexistent-host-file:/x", at("o.cpio"), (char *)NULL), 1);
     ck_assert_msg(strstr(err, "cannot read /nonexistent-host-file") != NULL, "%s", err);
     ck_assert(strstr(err, "o.cpio") == NULL);
     ck_assert_int_eq(access(at("o.cpio"), F_OK), -1);
@@ -301,9 +302,10 @@ START_TEST(test_list_formats)
     size_t n;
     const struct smk_asset *const *list = smk_assets(&n);
     ck_assert_int_eq(run("list", (char *)NULL), 0);
-    ck_assert_msg(strncmp(out, "NAME\tFILE\tSIZE\tBLOB\tMODE\tCODEC\tSHA256\tVERSION\tLICENSE\n",
-                          strlen("NAME\tFILE\tSIZE\tBLOB\tMODE\tCODEC\tSHA256\tVERSION\tLICENSE\n")) == 0,
-                  "%s", out);
+    ck_assert_msg(
+        strncmp(out, "NAME\tFILE\tSIZE\tBLOB\tMODE\tCODEC\tSHA256\tVERSION\tLICENSE\n",
+                strlen("NAME\tFILE\tSIZE\tBLOB\tMODE\tCODEC\tSHA256\tVERSION\tLICENSE\n")) == 0,
+        "%s", out);
     ck_assert(strchr(out, ' ') == NULL);
     size_t lines = 0;
     for (char *line = out; *line; lines++) {
@@ -330,8 +332,8 @@ START_TEST(test_list_formats)
                         "a = d[\"assets\"][%zu]\n"
                         "assert (a[\"name\"], a[\"size\"], a[\"sha256\"], a[\"mode\"]) == "
                         "(\"%s\", %llu, \"%s\", \"%04o\"), a\n",
-                        i, list[i]->name, (unsigned long long)list[i]->size,
-                        list[i]->sha256_hex, list[i]->mode);
+                        i, list[i]->name, (unsigned long long)list[i]->size, list[i]->sha256_hex,
+                        list[i]->mode);
     }
     snprintf(script + len, sizeof script - (size_t)len, "' '%s'", at(".out"));
     ck_assert_int_eq(system(script), 0);
