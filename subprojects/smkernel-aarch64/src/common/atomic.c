@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/src/common/atomic.c by sync-shared sha256:edc25215ecfe */
+/* GENERATED from smkernel-x86_64/src/common/atomic.c by sync-shared sha256:5fa29e8332c5 */
 /*
  * Atomic, durable file replacement: write a temporary file in the target's directory, fsync it,
  * publish it under the target's name, fsync the directory. SPDX-License-Identifier: MIT
@@ -29,6 +29,11 @@
 #include <unistd.h>
 #if defined(__APPLE__) || defined(__linux__)
 #include <sys/random.h> /* getentropy */
+#endif
+
+/* The portable build must see what macOS sees: no Linux-only interface. */
+#if defined(SMK_PORTABLE) && (defined(O_TMPFILE) || defined(AT_EMPTY_PATH))
+#error "SMK_PORTABLE build sees Linux-only interfaces: a system header was included first"
 #endif
 
 #define TMP_PREFIX ".smk-tmp-"

@@ -30,6 +30,11 @@
 #include <sys/random.h> /* getentropy */
 #endif
 
+/* The portable build must see what macOS sees: no Linux-only interface. */
+#if defined(SMK_PORTABLE) && (defined(O_TMPFILE) || defined(AT_EMPTY_PATH))
+#error "SMK_PORTABLE build sees Linux-only interfaces: a system header was included first"
+#endif
+
 #define TMP_PREFIX ".smk-tmp-"
 
 /*
