@@ -22,11 +22,11 @@ def main():
     spec = importlib.util.spec_from_loader("smk_pack", loader)
     mod = importlib.util.module_from_spec(spec)
     loader.exec_module(mod)
-    rows = [l.rstrip("\n").split("\t") for l in open(manifest, encoding="utf-8")]
-    header, rows = rows[0], [r for r in rows[1:] if r and not r[0].startswith("#")]
-    col = {k: i for i, k in enumerate(header)}
-    big = max(rows, key=lambda r: int(r[col["size"]]))
-    blob = os.path.join(os.path.dirname(manifest), big[col["blob"]])
+    # The sub-library's reader of its manifest: blobs/../tools/manifest.py.
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(manifest)), "..", "tools"))
+    import manifest as tables
+    big = max(tables.read_manifest(manifest), key=lambda r: int(r["size"]))
+    blob = os.path.join(os.path.dirname(manifest), big["blob"])
     data = subprocess.run(["zstd", "-dc", blob], check=True, capture_output=True).stdout
     env = {k: v for k, v in os.environ.items() if k not in mod.CODEC_ENV_DROP}
     with tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(out))) as src:

@@ -68,16 +68,18 @@ def main():
 
         blobs = os.path.join(sub, "blobs")
         manifest = os.path.join(blobs, "MANIFEST.tsv")
-        rows = [l.rstrip("\n").split("\t") for l in open(manifest, encoding="utf-8")]
-        kernel = next(r for r in rows if r[0] == "kernel")
-        blob = os.path.join(blobs, kernel[2])
+        sys.path.insert(0, os.path.join(src, "tools"))
+        import manifest as tables  # the sub-library's reader of its manifest
+        rows = tables.read_manifest(manifest)
+        kernel = next(r for r in rows if r["name"] == "kernel")
+        blob = os.path.join(blobs, kernel["blob"])
         raw = subprocess.run(["zstd", "-dc", blob], capture_output=True, check=True)
         redo = subprocess.run(["zstd", "-3", "-c", "-q"], input=raw.stdout, capture_output=True)
         with open(blob, "wb") as f:
             f.write(redo.stdout)
-        kernel[4] = str(len(redo.stdout))
+        kernel["blob_size"] = str(len(redo.stdout))
         with open(manifest, "w", encoding="utf-8") as f:
-            f.write("".join("\t".join(r) + "\n" for r in rows))
+            f.write(tables.manifest_text(rows))
         r = run(["ninja", "-C", build])
         after = sha(lib) if os.path.exists(lib) else ""
         step(r.returncode == 0 and after and after != before,
@@ -108,12 +110,10 @@ def main():
         probe = os.path.join(build, "tests", "corrupt-probe")
         good = {}
         for row in rows:
-            if row[0] == "name" or row[0].startswith("#"):
-                continue
-            with open(os.path.join(blobs, row[2]), "rb") as f:
-                good[row[0]] = f.read()
+            with open(os.path.join(blobs, row["blob"]), "rb") as f:
+                good[row["name"]] = f.read()
         good["kernel"] = redo.stdout
-        agent = next(r for r in rows if r[0] == "supermachine-agent")
+        agent = next(r for r in rows if r["name"] == "supermachine-agent")
         cases = [("kernel", "a flipped byte in the frame header", lambda d: flip(d, 5)),
                  ("kernel", "a flipped byte in the middle", lambda d: flip(d, len(d) // 2)),
                  ("kernel", "a flipped byte in the checksum", lambda d: flip(d, len(d) - 2)),
@@ -123,10 +123,10 @@ def main():
                   lambda d: flip(d, len(d) // 2))]
         for asset, what, corrupt in cases:
             row = kernel if asset == "kernel" else agent
-            path = os.path.join(blobs, row[2])
+            path = os.path.join(blobs, row["blob"])
             for name, data in good.items():  # every other blob intact again
-                other = next(r for r in rows if r[0] == name)
-                with open(os.path.join(blobs, other[2]), "wb") as f:
+                other = next(r for r in rows if r["name"] == name)
+                with open(os.path.join(blobs, other["blob"]), "wb") as f:
                     f.write(data)
             with open(path, "wb") as f:
                 f.write(corrupt(good[asset]))
