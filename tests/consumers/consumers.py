@@ -130,7 +130,8 @@ def check_members(tarball, arch, version):
         problem(f"members outside the top directory {top}/: "
                 + ", ".join(n for n in names if not n.startswith(top))[:300])
     rel = {n[len(top) + 1:] for n in names if n.startswith(top + "/")}
-    for want in ["meson.build", "meson_options.txt", "facade/meson.build", "include/smkernel.h",
+    for want in ["LICENSE", "facade/smkernel.1", "examples/minimal/main.c",
+                 "meson.build", "meson_options.txt", "facade/meson.build", "include/smkernel.h",
                  "tools/release-tarball", "tests/meson.build", "subprojects/sync-shared",
                  f"cross/{other}-linux-gnu.txt", f"subprojects/smkernel-{arch}/meson.build",
                  f"subprojects/smkernel-{arch}/blobs/MANIFEST.tsv",
@@ -540,6 +541,11 @@ def mode_sub_wrap(a, tmp):
                a.source], "tools/release-tarball --sub-library")
     say("  " + out.rstrip().replace("\n", "\n  "))
     tarball = [l for l in out.splitlines() if l.endswith(".tar.xz")][0]
+    again = run([sys.executable, a.tool, "--sub-library", a.arch, os.path.join(tmp, "again"),
+                 a.source], "tools/release-tarball --sub-library, again")
+    again = [l for l in again.splitlines() if l.endswith(".tar.xz")][0]
+    if read_file(again) != read_file(tarball):
+        problem("two runs of tools/release-tarball --sub-library wrote different tarballs")
     if os.path.basename(tarball) != f"{name}-{version}.tar.xz":
         problem(f"the sub-library tarball is {os.path.basename(tarball)}, want "
                 f"{name}-{version}.tar.xz")
