@@ -86,15 +86,19 @@ START_TEST(test_list_matches_arch)
 {
     size_t n = 0;
     const struct smk_asset *const *list = smk_assets(&n);
+    /* Which assets each arch ships is assets/registry.tsv's to say (tests/registry checks the
+     * list against it); here the list, the lookups by id and the arch's own assets agree. */
+    size_t shipped = 0;
+    for (int id = 0; id < SMK_ASSET_ID_COUNT; id++)
+        shipped += smk_asset_get((enum smk_asset_id)id) != NULL;
+    ck_assert_uint_eq(n, shipped);
 #if defined(SMK_HAVE_BUSYBOX)
-    ck_assert_uint_eq(n, 3);
     ck_assert_str_eq(smk_arch(), "x86_64");
     ck_assert_ptr_null(smk_asset_get(SMK_ASSET_INIT_OCI));
     ck_assert_ptr_null(smk_asset_get(SMK_ASSET_SMPARK_KO));
     ck_assert_uint_eq(smk_asset_get(SMK_ASSET_BUSYBOX)->size, SMK_BUSYBOX_LEN);
     ck_assert_str_eq(smk_asset_get(SMK_ASSET_KERNEL)->file_name, "bzImage");
 #else
-    ck_assert_uint_eq(n, 4);
     ck_assert_str_eq(smk_arch(), "aarch64");
     ck_assert_ptr_null(smk_asset_get(SMK_ASSET_BUSYBOX));
     ck_assert_uint_eq(smk_asset_get(SMK_ASSET_INIT_OCI)->size, SMK_INIT_OCI_LEN);
