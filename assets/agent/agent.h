@@ -29,6 +29,13 @@ int smka_write_all_hup(int fd, const void *buf, size_t len, int timeout_ms, int 
  * gone, and how often it is looked at meanwhile. */
 #define SERIAL_HUP_GRACE_MS 2000
 #define SERIAL_HUP_RECHECK_MS 50
+/* A virtio-serial port reports a hang-up until the host's "port open" reaches
+ * the guest, and that control message travels on another virtqueue than the
+ * data: with several vCPUs a request can arrive first. So a hang-up is only
+ * believed once it has lasted. *since is when the current one began (-1:
+ * none; the caller sets it back to -1 when the port is fine): this records
+ * now as the start if there is none, and returns 1 once grace_ms have passed. */
+int smka_hup_lasted(int64_t *since, int64_t now, int grace_ms);
 void smka_sleep_ms(int ms);
 /* Reads a whole file, or stdin for "-", refusing more than max bytes. */
 int smka_slurp(const char *path, size_t max, uint8_t **data, size_t *len);
@@ -64,7 +71,7 @@ struct smka_exec_result {
  * process group is then killed).
  */
 int smka_exec(const struct smk_msg *req, int peer_fd, int peer_is_serial,
-             struct smka_exec_result *res, char *why, size_t why_len);
+              struct smka_exec_result *res, char *why, size_t why_len);
 void smka_exec_result_free(struct smka_exec_result *res);
 
 /* A SPAWN request's process: started in a session of its own, its stdin,
@@ -79,15 +86,15 @@ int smka_spawn(const struct smk_msg *req, struct smka_spawned *sp, char *why, si
 
 /* files.c: both return 0 or a negative errno with why[] filled. */
 int smka_write_file(const char *path, uint32_t mode, const uint8_t *data, size_t len, char *why,
-                   size_t why_len);
+                    size_t why_len);
 int smka_read_file(const char *path, uint8_t **data, size_t *len, int *truncated, char *why,
-                  size_t why_len);
+                   size_t why_len);
 
 /* control.c: guest control requests (SET_TIME ... HOSTS), run in a worker;
  * READ_FILE with its flags. Both return 0 or a negative errno with why[]. */
 int smka_control(const struct smk_msg *m, int test_mode, char *why, size_t why_len);
 int smka_read_file2(const char *path, uint32_t flags, uint8_t **data, size_t *len, int *truncated,
-                   char *why, size_t why_len);
+                    char *why, size_t why_len);
 
 /* Processes a connection may have spawned and not yet seen exit. */
 #define SMKA_AGENT_MAX_PROCS 32

@@ -232,17 +232,18 @@ static int cmd_exec(struct client *c, int n, char **args)
         int r = smka_slurp(stdin_path, SMK_MAX_DATA, &in, &in_len);
         if (r < 0) {
             smka_log("exec: stdin %s: %s", stdin_path,
-                    r == -EFBIG ? "larger than the 15 MiB limit" : strerror(-r));
+                     r == -EFBIG ? "larger than the 15 MiB limit" : strerror(-r));
             free(env);
             return EXIT_CANNOT_RUN;
         }
         cmd.stdin_data = in;
         cmd.stdin_len = in_len;
     }
-    int timeout = cmd.cmd_timeout_ms ? (int)((int64_t)cmd.cmd_timeout_ms + EXEC_GRACE_MS > 0x7fffffff
-                                                 ? 0x7fffffff
-                                                 : (int64_t)cmd.cmd_timeout_ms + EXEC_GRACE_MS)
-                                     : -1;
+    int timeout = cmd.cmd_timeout_ms
+                      ? (int)((int64_t)cmd.cmd_timeout_ms + EXEC_GRACE_MS > 0x7fffffff
+                                  ? 0x7fffffff
+                                  : (int64_t)cmd.cmd_timeout_ms + EXEC_GRACE_MS)
+                      : -1;
     struct smk_agent_exec_result res;
     int r = client_connect(c, REPLY_MS);
     if (r == 0)
@@ -273,7 +274,7 @@ static int cmd_exec(struct client *c, int n, char **args)
         return 128 + (code & 0x7f);
     default:
         smka_log("exec: timed out after %.3g s; process group killed",
-                (double)cmd.cmd_timeout_ms / 1000);
+                 (double)cmd.cmd_timeout_ms / 1000);
         return EXIT_TIMED_OUT;
     }
 }
@@ -307,7 +308,7 @@ static int cmd_write(struct client *c, int n, char **args)
     int r = smka_slurp(local, SMK_MAX_DATA, &data, &len);
     if (r < 0) {
         smka_log("write: %s: %s", local,
-                r == -EFBIG ? "larger than the 15 MiB limit" : strerror(-r));
+                 r == -EFBIG ? "larger than the 15 MiB limit" : strerror(-r));
         return 1;
     }
     r = client_connect(c, REPLY_MS);

@@ -55,17 +55,17 @@ struct proc {
     int in, out, err;
     int exited, status;
     int64_t exited_at;
-    uint32_t sub;       /* request id events go to; 0: detached */
+    uint32_t sub; /* request id events go to; 0: detached */
     uint16_t sub_version;
-    uint64_t credit;    /* output bytes the host will take */
+    uint64_t credit; /* output bytes the host will take */
     struct chunk *stdin_head, *stdin_tail;
     size_t stdin_queued;
     int stdin_closing; /* close stdin once the queue is written */
 };
 
 struct worker {
-    pid_t pid; /* 0: free slot */
-    int fd;    /* the reply frame, then end of file */
+    pid_t pid;  /* 0: free slot */
+    int fd;     /* the reply frame, then end of file */
     int cancel; /* closed to cancel an EXEC */
     uint32_t id;
     uint16_t version;
@@ -83,8 +83,8 @@ struct conn {
     int64_t paused_until; /* serial hang-up: the port is looked at again then */
     int64_t last_rx;
     int64_t last_request;
-    int64_t salvage_at;   /* serial: next look for a request behind a dead frame */
-    int64_t send_since;   /* queued output not moving since, or -1 */
+    int64_t salvage_at; /* serial: next look for a request behind a dead frame */
+    int64_t send_since; /* queued output not moving since, or -1 */
     const struct smka_conn_ctx *ctx;
     struct smka_stream st;
     struct smk_buf out; /* frames for the peer */
@@ -139,9 +139,8 @@ static size_t queued(const struct conn *c)
     return c->out.len - c->out_off;
 }
 
-__attribute__((format(printf, 5, 6))) static void reply_error(struct conn *c, uint32_t id,
-                                                              uint16_t version, int code,
-                                                              const char *fmt, ...)
+__attribute__((format(printf, 5, 6))) static void
+reply_error(struct conn *c, uint32_t id, uint16_t version, int code, const char *fmt, ...)
 {
     char text[SMK_MAX_TEXT + 1];
     va_list ap;
@@ -205,8 +204,8 @@ static void send_exit_if_done(struct conn *c, struct proc *p)
     if (!p->exited || p->out >= 0 || p->err >= 0 || !p->sub)
         return;
     uint32_t status = WIFSIGNALED(p->status) ? SMK_SIGNALED : SMK_EXITED;
-    uint32_t code = WIFSIGNALED(p->status) ? (uint32_t)WTERMSIG(p->status)
-                                           : (uint32_t)WEXITSTATUS(p->status);
+    uint32_t code =
+        WIFSIGNALED(p->status) ? (uint32_t)WTERMSIG(p->status) : (uint32_t)WEXITSTATUS(p->status);
     struct smk_buf b = {.version = p->sub_version};
     if (smk_encode_proc(&b, SMK_EXIT, p->sub, p->id, status, code, NULL, 0) == 0)
         queue(c, &b);
@@ -452,8 +451,8 @@ static void run_worker(const struct smk_msg *m, int cancel, struct smk_buf *b, i
         struct smka_exec_result res;
         r = smka_exec(m, cancel, 0, &res, why, sizeof(why));
         if (r == 0) {
-            r = smk_encode_exec_reply(b, id, res.status, res.code, res.flags, res.out,
-                                      res.out_len, res.err, res.err_len);
+            r = smk_encode_exec_reply(b, id, res.status, res.code, res.flags, res.out, res.out_len,
+                                      res.err, res.err_len);
             smka_exec_result_free(&res);
             if (r < 0)
                 snprintf(why, sizeof(why), "encoding the reply: %s", strerror(-r));
@@ -465,7 +464,7 @@ static void run_worker(const struct smk_msg *m, int cancel, struct smk_buf *b, i
         memcpy(path, m->u.write_file.path.ptr, m->u.write_file.path.len);
         path[m->u.write_file.path.len] = '\0';
         r = smka_write_file(path, m->u.write_file.mode, m->u.write_file.data.ptr,
-                           m->u.write_file.data.len, why, sizeof(why));
+                            m->u.write_file.data.len, why, sizeof(why));
         if (r == 0)
             r = smk_encode_empty(b, SMK_WRITE_FILE_REPLY, id);
         break;
@@ -477,8 +476,7 @@ static void run_worker(const struct smk_msg *m, int cancel, struct smk_buf *b, i
         uint8_t *data = NULL;
         size_t len = 0;
         int truncated = 0;
-        r = smka_read_file2(path, m->u.read_file.flags, &data, &len, &truncated, why,
-                           sizeof(why));
+        r = smka_read_file2(path, m->u.read_file.flags, &data, &len, &truncated, why, sizeof(why));
         if (r == 0)
             r = smk_encode_read_reply(b, id, truncated ? SMK_READ_TRUNCATED : 0, data, len);
         free(data);
@@ -556,8 +554,8 @@ static void start_worker(struct conn *c, const struct smk_msg *m)
         return;
     }
     fcntl(res[0], F_SETFL, O_NONBLOCK);
-    *w = (struct worker){.pid = pid, .fd = res[0], .cancel = cancel[1], .id = m->hdr.id,
-                         .version = m->hdr.version};
+    *w = (struct worker){
+        .pid = pid, .fd = res[0], .cancel = cancel[1], .id = m->hdr.id, .version = m->hdr.version};
 }
 
 static void worker_free(struct worker *w)
@@ -651,8 +649,8 @@ static void reap(struct conn *c)
 
 static void handle_hello(struct conn *c, const struct smk_msg *m)
 {
-    uint32_t v = m->u.hello.max_version < SMK_PROTO_VERSION ? m->u.hello.max_version
-                                                             : SMK_PROTO_VERSION;
+    uint32_t v =
+        m->u.hello.max_version < SMK_PROTO_VERSION ? m->u.hello.max_version : SMK_PROTO_VERSION;
     struct smk_buf b = {.version = m->hdr.version};
     reply(c, m, &b,
           smk_encode_hello_reply(&b, m->hdr.id, v, SMKA_AGENT_MAX_PROCS, SMK_DEFAULT_WINDOW,
@@ -671,7 +669,7 @@ static void flush_blocking(struct conn *c)
 {
     if (queued(c))
         smka_write_all_hup(c->fd, c->out.data + c->out_off, queued(c), SEND_MS,
-                          c->serial ? SERIAL_HUP_GRACE_MS : 0);
+                           c->serial ? SERIAL_HUP_GRACE_MS : 0);
     c->out_off = c->out.len;
 }
 
@@ -824,16 +822,12 @@ static void receive(struct conn *c)
                 c->over = 1;
                 return;
             }
-            /* With several vCPUs the host's "port open" may reach the guest
-             * after the first bytes of its request: a hang-up is believed
-             * once it has lasted. */
+            /* A hang-up is believed once it has lasted (smka_hup_lasted). */
             int64_t now = smka_now_ms();
-            if (c->hup_since < 0)
-                c->hup_since = now;
-            if (now - c->hup_since >= SERIAL_HUP_GRACE_MS)
+            if (smka_hup_lasted(&c->hup_since, now, SERIAL_HUP_GRACE_MS))
                 serial_host_gone(c);
-            c->paused_until = now + (smka_stream_partial(&c->st) ? SERIAL_HUP_RECHECK_MS
-                                                                : RECONNECT_POLL_MS);
+            c->paused_until =
+                now + (smka_stream_partial(&c->st) ? SERIAL_HUP_RECHECK_MS : RECONNECT_POLL_MS);
             return;
         }
         c->hup_since = -1;

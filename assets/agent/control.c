@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 int smka_read_file2(const char *path, uint32_t flags, uint8_t **data, size_t *len, int *truncated,
-                   char *why, size_t why_len)
+                    char *why, size_t why_len)
 {
     if (!(flags & SMK_READ_NOFOLLOW))
         return smka_read_file(path, data, len, truncated, why, why_len);
@@ -127,7 +127,8 @@ int smka_control(const struct smk_msg *m, int test_mode, char *why, size_t why_l
         etc = getenv("SMK_AGENT_TEST_ETC");
         int files_only = m->hdr.type == SMK_DNS || m->hdr.type == SMK_HOSTS;
         if (!files_only || !etc || !*etc) {
-            snprintf(why, why_len, "%s: not in test mode (serve --listen changes nothing on "
+            snprintf(why, why_len,
+                     "%s: not in test mode (serve --listen changes nothing on "
                      "this machine; SMK_AGENT_TEST_ETC=DIR allows DNS and HOSTS there)",
                      smk_type_name(m->hdr.type));
             return -EPERM;
@@ -172,8 +173,8 @@ int smka_control(const struct smk_msg *m, int test_mode, char *why, size_t why_l
             r = m->u.addr.op == SMK_NET_ADD ? smka_addr_add(ifname, fam, a, plen)
                                             : smka_addr_del(ifname, fam, a, plen);
         if (r < 0)
-            snprintf(why, why_len, "%s address %s on %s: %s",
-                     m->u.addr.op ? "deleting" : "adding", text, ifname, strerror(-r));
+            snprintf(why, why_len, "%s address %s on %s: %s", m->u.addr.op ? "deleting" : "adding",
+                     text, ifname, strerror(-r));
         break;
     }
     case SMK_ROUTE:
@@ -190,8 +191,8 @@ int smka_control(const struct smk_msg *m, int test_mode, char *why, size_t why_l
         d.nameservers = sv;
         d.n_nameservers = cstrs(&m->u.dns.servers, pool, sv, SMK_MAX_LIST);
         d.search = se;
-        d.n_search = cstrs(&m->u.dns.search, pool + SMK_MAX_LIST * (SMK_MAX_NAME + 1), se,
-                           SMK_MAX_LIST);
+        d.n_search =
+            cstrs(&m->u.dns.search, pool + SMK_MAX_LIST * (SMK_MAX_NAME + 1), se, SMK_MAX_LIST);
         d.options = op;
         d.n_options = cstrs(&m->u.dns.options, pool + 2 * SMK_MAX_LIST * (SMK_MAX_NAME + 1), op,
                             SMK_MAX_LIST);

@@ -241,7 +241,7 @@ static int peer_gone(int fd, int is_serial, short revents, int *watch)
 }
 
 int smka_exec(const struct smk_msg *req, int peer_fd, int peer_is_serial,
-             struct smka_exec_result *res, char *why, size_t why_len)
+              struct smka_exec_result *res, char *why, size_t why_len)
 {
     memset(res, 0, sizeof(*res));
     struct plan plan;
@@ -377,12 +377,9 @@ int smka_exec(const struct smk_msg *req, int peer_fd, int peer_is_serial,
             hup_since = -1;
         if (i_peer >= 0 && pf[i_peer].revents &&
             peer_gone(peer_fd, peer_is_serial, pf[i_peer].revents, &watch_peer)) {
-            /* The host's "port open" can reach the guest after its request
-             * (another virtqueue): believe a serial hang-up once it lasts. */
+            /* A serial hang-up is believed once it has lasted (smka_hup_lasted). */
             int64_t now = smka_now_ms();
-            if (hup_since < 0)
-                hup_since = now;
-            if (!peer_is_serial || now - hup_since >= SERIAL_HUP_GRACE_MS)
+            if (!peer_is_serial || smka_hup_lasted(&hup_since, now, SERIAL_HUP_GRACE_MS))
                 cancelled = 1;
             else
                 peer_recheck = now + SERIAL_HUP_RECHECK_MS;

@@ -201,7 +201,7 @@ static int describe(char *why, size_t why_len, int err, const char *what, const 
 }
 
 int smka_write_file(const char *path, uint32_t mode, const uint8_t *data, size_t len, char *why,
-                   size_t why_len)
+                    size_t why_len)
 {
     if (path[0] != '/')
         return fail(why, why_len, EINVAL, "write", path);
@@ -289,7 +289,7 @@ int smka_read_fd(int fd, size_t max, uint8_t **data, size_t *len, int *truncated
 }
 
 int smka_read_file(const char *path, uint8_t **data, size_t *len, int *truncated, char *why,
-                  size_t why_len)
+                   size_t why_len)
 {
     int fd = open_for_read(path);
     if (fd < 0) {

@@ -116,22 +116,23 @@ int smka_write_all_hup(int fd, const void *buf, size_t len, int timeout_ms, int 
         if (n < 0 && errno != EINTR)
             return -errno;
         /* A virtio-serial port whose host side is gone never becomes
-         * writable again; it only reports the hang-up. But the host's "port
-         * open" control message travels on another virtqueue than its data:
-         * with several vCPUs a request can arrive before the guest driver
-         * marks the host connected, and the port reports the hang-up until
-         * then. So a serial port gets a short grace period to come back. */
+         * writable again; it only reports the hang-up, which may be one
+         * that passes (smka_hup_lasted). */
         if (n > 0 && !(pf.revents & POLLOUT) && (pf.revents & (POLLHUP | POLLERR | POLLNVAL))) {
-            int64_t now = smka_now_ms();
-            if (hup_since < 0)
-                hup_since = now;
-            if (now - hup_since >= hup_grace_ms || (pf.revents & POLLNVAL))
+            if (smka_hup_lasted(&hup_since, smka_now_ms(), hup_grace_ms) || (pf.revents & POLLNVAL))
                 return -EPIPE;
             struct timespec ts = {0, 10 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
     }
     return 0;
+}
+
+int smka_hup_lasted(int64_t *since, int64_t now, int grace_ms)
+{
+    if (*since < 0)
+        *since = now;
+    return now - *since >= grace_ms;
 }
 
 int smka_slurp(const char *path, size_t max, uint8_t **data, size_t *len)

@@ -60,7 +60,7 @@ int main(int argc, char **argv)
      * refusing to start over them would panic the machine. */
     int pid1 = getpid() == 1;
     struct smka_serve_opts opts = {.vsock_port = SMKA_DEFAULT_VSOCK_PORT,
-                                  .serial_name = SMKA_DEFAULT_SERIAL_NAME};
+                                   .serial_name = SMKA_DEFAULT_SERIAL_NAME};
     for (int i = argc > 1 && strcmp(argv[1], "serve") == 0 ? 2 : 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--vsock-port") == 0 && v && parse_port(v, &opts.vsock_port) == 0) {

@@ -28,7 +28,7 @@ struct server {
     struct smka_conn_ctx ctx;
     int pid1;
     int sfd;
-    int listen_fd; /* vsock, or the unix socket of --listen */
+    int listen_fd;     /* vsock, or the unix socket of --listen */
     int listen_serial; /* --listen serial-unix:PATH: connections served as the serial port */
     pid_t serial_pid;
     pid_t conns[MAX_CONNS];
@@ -44,7 +44,7 @@ static void mark_ready(struct server *s)
         return;
     s->ctx.ready_ns = smka_boottime_ns();
     smka_log("%s ready after %llu ms", SMKA_AGENT_VERSION,
-            (unsigned long long)(s->ctx.ready_ns / 1000000));
+             (unsigned long long)(s->ctx.ready_ns / 1000000));
 }
 
 static int listen_vsock(unsigned port)
@@ -165,7 +165,7 @@ static void discover(struct server *s)
             s->serial_reported = 1;
             if (dev[0])
                 smka_log("virtio-serial port %s (%s): %s; will retry", s->opts->serial_name, dev,
-                        strerror(-fd));
+                         strerror(-fd));
             else
                 smka_log("virtio-serial port %s not found; will retry", s->opts->serial_name);
         }
@@ -285,7 +285,7 @@ int smka_serve(const struct smka_serve_opts *opts)
             s.listen_serial = 1;
         } else {
             smka_log("--listen %s: only unix:PATH and serial-unix:PATH are supported",
-                    opts->listen);
+                     opts->listen);
             return 1;
         }
         s.listen_fd = listen_unix(path);
