@@ -267,6 +267,22 @@ START_TEST(test_asset_open_fd)
     close(fd);
     ck_assert_int_eq(smk_verify_file(a->id, p), 0);
     ck_assert_int_eq(smk_asset_open(SMK_ASSET_ID_COUNT), -EINVAL);
+    /* Relative roots and ".." are resolved: the path handed out is absolute and canonical. */
+    char cwd[PATH_MAX], under[PATH_MAX];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+    ck_assert_int_eq(chdir(tmp), 0);
+    ck_assert_int_eq(mkdir("sub", 0755), 0);
+    setenv("SMKERNEL_CACHE_DIR", "rel/cache", 1);
+    ck_assert_int_eq(smk_asset_path(a->id, p, sizeof p), 0);
+    snprintf(under, sizeof under, "%s/rel/cache/", tmp);
+    ck_assert_msg(strncmp(p, under, strlen(under)) == 0, "'%s' is not under %s", p, under);
+    setenv("SMKERNEL_CACHE_DIR", at("sub/../cache"), 1);
+    ck_assert_int_eq(smk_asset_path(a->id, p, sizeof p), 0);
+    snprintf(under, sizeof under, "%s/cache/", tmp);
+    ck_assert_msg(strncmp(p, under, strlen(under)) == 0, "'%s' is not under %s", p, under);
+    setenv("SMKERNEL_CACHE_DIR", at("missing/../cache"), 1);
+    ck_assert_int_eq(smk_asset_path(a->id, p, sizeof p), -EINVAL);
+    ck_assert_int_eq(chdir(cwd), 0);
     free(want);
     free(got);
     unsetenv("SMKERNEL_CACHE_DIR");

@@ -148,28 +148,82 @@ static int append(char *path, size_t size, const char *name, size_t len)
     return 0;
 }
 
+/* A symlink met where a directory was opened without following: resolve the path first. */
+#define SYMLINK_MET 1
+
+enum create { NEVER, ALWAYS, WHEN_MISSING };
+
 /*
- * Open the cache root, creating what is missing of it (0700), with every directory from / down
- * checked: the parents by trusted_parent(), the root by trusted(). Symlinks in the configured
- * path are resolved first and every level is then opened without following any, so nothing can
- * be swapped between the check and the use. canon receives the resolved path of the root.
+ * Go down from the directory *fd (whose stat is *st) through the components of p..stop, each
+ * opened without following symlinks and checked with trusted_parent() against the one above;
+ * creating them (0700) when create says so, never in a directory that would fail the check.
+ * *fd and *st then describe the last level, and canon has each name appended.
  */
-static int open_root(const char *root, char *canon, size_t canon_size)
+static int descend(int *fd, struct stat *st, const char *p, const char *stop, enum create create,
+                   char *canon, size_t canon_size)
 {
-    size_t len = strlen(root);
-    while (len > 1 && root[len - 1] == '/')
-        len--;
-    if (len >= PATH_MAX)
-        return -ENAMETOOLONG;
+    while (p < stop) {
+        while (p < stop && *p == '/')
+            p++;
+        const char *q = p;
+        while (q < stop && *q != '/')
+            q++;
+        size_t n = (size_t)(q - p);
+        if (n == 0 || (n == 1 && p[0] == '.')) {
+            p = q;
+            continue;
+        }
+        if (n > NAME_MAX)
+            return -ENAMETOOLONG;
+        if (n == 2 && p[0] == '.' && p[1] == '.')
+            return -EINVAL; /* only in a part that is created: realpath() removed the others */
+        char name[NAME_MAX + 1];
+        memcpy(name, p, n);
+        name[n] = '\0';
+        struct stat next;
+        int nfd = create == ALWAYS ? -ENOENT : open_dir_at(*fd, name, &next);
+        if (nfd == -EPERM && create == WHEN_MISSING) {
+            struct stat lst;
+            if (fstatat(*fd, name, &lst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(lst.st_mode))
+                return SYMLINK_MET;
+        }
+        if (nfd == -ENOENT && create != NEVER) {
+            create = ALWAYS;
+            /* Nothing is created in a directory that would fail the check. */
+            struct stat ours = {.st_uid = geteuid()};
+            int r = trusted_parent(st, &ours);
+            if (r != 0)
+                return r;
+            nfd = make_dir_at(*fd, name, &next);
+        }
+        if (nfd < 0)
+            return nfd;
+        int r = trusted_parent(st, &next);
+        if (r == 0)
+            r = append(canon, canon_size, name, n);
+        close(*fd);
+        *fd = nfd;
+        *st = next;
+        if (r != 0)
+            return r;
+        p = q;
+    }
+    return 0;
+}
+
+/* The root with symlinks in its path: resolve the longest prefix that exists, then descend. */
+static int descend_resolved(int *fd, struct stat *st, const char *root, size_t len, char *canon,
+                            size_t canon_size)
+{
     char *probe = malloc(PATH_MAX);
     char *resolved = malloc(PATH_MAX);
     int r = probe && resolved ? 0 : -ENOMEM;
-    /* The longest prefix that exists; the rest (root[end..len]) is created below. */
+    /* The longest prefix that exists; the rest (root[end..len]) is created. */
     size_t end = len;
     while (r == 0) {
-        if (end == 0)
+        if (end == 0) {
             strcpy(probe, ".");
-        else {
+        } else {
             memcpy(probe, root, end);
             probe[end] = '\0';
         }
@@ -185,69 +239,59 @@ static int open_root(const char *root, char *canon, size_t canon_size)
             end--;
     }
     free(probe);
-    if (r == 0 && strlen(resolved) >= canon_size)
-        r = -ENAMETOOLONG;
-    if (r != 0) {
-        free(resolved);
-        return r;
-    }
-    canon[0] = '/';
-    canon[1] = '\0';
-    int fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    struct stat st, next;
-    if (fd < 0 || fstat(fd, &st) != 0)
-        r = -errno;
-    /* Down the existing levels, then the missing ones (created as we go). */
-    for (int pass = 0; pass < 2 && r == 0; pass++) {
-        const char *p = pass == 0 ? resolved : root + end;
-        const char *stop = pass == 0 ? p + strlen(p) : root + len;
-        while (r == 0 && p < stop) {
-            while (p < stop && *p == '/')
-                p++;
-            const char *q = p;
-            while (q < stop && *q != '/')
-                q++;
-            size_t n = (size_t)(q - p);
-            char name[NAME_MAX + 1];
-            if (n == 0 || (n == 1 && p[0] == '.')) {
-                p = q;
-                continue;
-            }
-            if (n > NAME_MAX) {
-                r = -ENAMETOOLONG;
-                break;
-            }
-            if (n == 2 && p[0] == '.' && p[1] == '.') {
-                r = -EINVAL; /* ".." below a missing directory leads nowhere we checked */
-                break;
-            }
-            memcpy(name, p, n);
-            name[n] = '\0';
-            /* Nothing is created in a directory that would fail the check. */
-            struct stat ours = {.st_uid = geteuid()};
-            if (pass == 1 && (r = trusted_parent(&st, &ours)) != 0)
-                break;
-            int nfd = pass == 0 ? open_dir_at(fd, name, &next) : make_dir_at(fd, name, &next);
-            if (nfd < 0) {
-                r = nfd;
-                break;
-            }
-            r = trusted_parent(&st, &next);
-            if (r == 0)
-                r = append(canon, canon_size, name, n);
-            close(fd);
-            fd = nfd;
-            st = next;
-            p = q;
-        }
-    }
+    if (r == 0)
+        r = descend(fd, st, resolved, resolved + strlen(resolved), NEVER, canon, canon_size);
+    if (r == 0)
+        r = descend(fd, st, root + end, root + len, ALWAYS, canon, canon_size);
     free(resolved);
+    return r;
+}
+
+/*
+ * Open the cache root, creating what is missing of it (0700), with every directory from / down
+ * checked: the parents by trusted_parent(), the root by trusted(). Every level is opened
+ * without following symlinks, so nothing can be swapped between the check and the use; a root
+ * whose path has symlinks (or is relative) is resolved with realpath() first. canon receives
+ * the resolved path of the root.
+ */
+static int open_root(const char *root, char *canon, size_t canon_size)
+{
+    size_t len = strlen(root);
+    while (len > 1 && root[len - 1] == '/')
+        len--;
+    if (len >= PATH_MAX || canon_size < 2)
+        return -ENAMETOOLONG;
+    /* An absolute path without "." or ".." components is walked as it is; resolved only if a
+     * symlink is met on the way. */
+    bool literal = root[0] == '/';
+    for (size_t i = 0; literal && i < len; i++) {
+        size_t n = 0;
+        while (i + n < len && root[i + n] != '/')
+            n++;
+        literal = !((n == 1 || n == 2) && memcmp(root + i, "..", n) == 0);
+        i += n;
+    }
+    int r = 1;
+    int fd = -1;
+    struct stat st;
+    for (int attempt = literal ? 0 : 1; attempt < 2 && r != 0; attempt++) {
+        if (fd >= 0)
+            close(fd);
+        canon[0] = '/';
+        canon[1] = '\0';
+        fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &st) != 0)
+            return -errno;
+        r = attempt == 0 ? descend(&fd, &st, root, root + len, WHEN_MISSING, canon, canon_size)
+                         : descend_resolved(&fd, &st, root, len, canon, canon_size);
+        if (r < 0)
+            break;
+    }
     if (r == 0)
         r = trusted(&st);
     if (r != 0) {
-        if (fd >= 0)
-            close(fd);
-        return r;
+        close(fd);
+        return r < 0 ? r : -ELOOP;
     }
     return fd;
 }
@@ -256,7 +300,9 @@ static int open_root(const char *root, char *canon, size_t canon_size)
 static int open_subdir(int dirfd, const char *name)
 {
     struct stat st;
-    int fd = make_dir_at(dirfd, name, &st);
+    int fd = open_dir_at(dirfd, name, &st);
+    if (fd == -ENOENT)
+        fd = make_dir_at(dirfd, name, &st);
     if (fd < 0)
         return fd;
     int r = trusted(&st);
