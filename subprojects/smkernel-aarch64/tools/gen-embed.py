@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# GENERATED from smkernel-x86_64/tools/gen-embed.py by sync-shared sha256:3d29f935077a
+# GENERATED from smkernel-x86_64/tools/gen-embed.py by sync-shared sha256:8233e54a3b31
 # SPDX-License-Identifier: MIT
 """Generate the embedding of a per-arch asset set from its manifest.
 
@@ -22,7 +22,8 @@ import sys
 import manifest
 from manifest import ident
 
-CODECS = {".zst": "zstd", ".xz": "xz", ".lz4": "lz4", ".gz": "gzip"}
+# The codec of a blob, by its ending: assets/pack writes zstd only, and decode.c decodes only that.
+CODECS = {".zst": "zstd"}
 
 
 def fail(msg):
@@ -69,6 +70,9 @@ def main():
         path = os.path.join(blobdir, r["blob"])
         if not os.path.isfile(path):
             fail(f"{a.manifest}: blob {r['blob']} is missing")
+        if os.path.splitext(r["blob"])[1] not in CODECS:
+            fail(f"{a.manifest}: blob {r['blob']}: no codec known for that ending "
+                 f"(known: {', '.join(CODECS)})")
         # The length of what .incbin embeds, whatever the manifest says: blobcheck compares the
         # two, and a test build without blobcheck must never read past a truncated blob.
         r["blob_size"] = str(os.path.getsize(path))
@@ -131,7 +135,7 @@ def main():
               f"    .file_name = {c_str(r['file'])},",
               f"    .blob = {sym},",
               f"    .blob_size = {r['blob_size']}u,",
-              f"    .codec = {c_str(CODECS.get(ext, 'none'))},",
+              f"    .codec = {c_str(CODECS[ext])},",
               f"    .size = {r['size']}u,",
               f"    .sha256 = {{{digest}}},",
               f"    .sha256_hex = {c_str(r['sha256'])},",

@@ -21,7 +21,8 @@ import sys
 import manifest
 from manifest import ident
 
-CODECS = {".zst": "zstd", ".xz": "xz", ".lz4": "lz4", ".gz": "gzip"}
+# The codec of a blob, by its ending: assets/pack writes zstd only, and decode.c decodes only that.
+CODECS = {".zst": "zstd"}
 
 
 def fail(msg):
@@ -68,6 +69,9 @@ def main():
         path = os.path.join(blobdir, r["blob"])
         if not os.path.isfile(path):
             fail(f"{a.manifest}: blob {r['blob']} is missing")
+        if os.path.splitext(r["blob"])[1] not in CODECS:
+            fail(f"{a.manifest}: blob {r['blob']}: no codec known for that ending "
+                 f"(known: {', '.join(CODECS)})")
         # The length of what .incbin embeds, whatever the manifest says: blobcheck compares the
         # two, and a test build without blobcheck must never read past a truncated blob.
         r["blob_size"] = str(os.path.getsize(path))
@@ -130,7 +134,7 @@ def main():
               f"    .file_name = {c_str(r['file'])},",
               f"    .blob = {sym},",
               f"    .blob_size = {r['blob_size']}u,",
-              f"    .codec = {c_str(CODECS.get(ext, 'none'))},",
+              f"    .codec = {c_str(CODECS[ext])},",
               f"    .size = {r['size']}u,",
               f"    .sha256 = {{{digest}}},",
               f"    .sha256_hex = {c_str(r['sha256'])},",

@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/src/common/decode.c by sync-shared sha256:56ee37f794c5 */
+/* GENERATED from smkernel-x86_64/src/common/decode.c by sync-shared sha256:22ee879eea8d */
 /* Decompression of the embedded blobs through libarchive. SPDX-License-Identifier: MIT */
 #include "internal.h"
 
@@ -17,19 +17,12 @@
 /*
  * libarchive's "raw" format hands back the filter's output as one entry. Only the filter the
  * blob needs is enabled, so a corrupt header cannot steer libarchive into another decoder.
+ * Every blob is zstd (assets/pack; gen-embed refuses any other).
  */
 static int enable_filter(struct archive *ar, const char *codec)
 {
     if (strcmp(codec, "zstd") == 0)
         return archive_read_support_filter_zstd(ar);
-    if (strcmp(codec, "xz") == 0)
-        return archive_read_support_filter_xz(ar);
-    if (strcmp(codec, "lz4") == 0)
-        return archive_read_support_filter_lz4(ar);
-    if (strcmp(codec, "gzip") == 0)
-        return archive_read_support_filter_gzip(ar);
-    if (strcmp(codec, "none") == 0)
-        return ARCHIVE_OK;
     return ARCHIVE_FATAL;
 }
 
