@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/include/smkernel-agent.h by sync-shared sha256:855b7f37f4bc */
+/* GENERATED from smkernel-x86_64/include/smkernel-agent.h by sync-shared sha256:11635084cb16 */
 /*
  * smkernel-agent: the host-side client of supermachine-agent, the agent inside the guest.
  * Included by <smkernel.h>; arch-independent. The wire protocol it speaks is
@@ -45,7 +45,7 @@
 #include <stdint.h>
 
 #ifndef SMK_API
-#if defined(SMK_STATIC_BUILD) || !(defined(__GNUC__) || defined(__clang__))
+#if !(defined(__GNUC__) || defined(__clang__))
 #define SMK_API
 #else
 #define SMK_API __attribute__((visibility("default")))

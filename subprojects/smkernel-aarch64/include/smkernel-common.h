@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/include/smkernel-common.h by sync-shared sha256:6891981781c7 */
+/* GENERATED from smkernel-x86_64/include/smkernel-common.h by sync-shared sha256:8db5fb8bc86c */
 /*
  * smkernel — pre-built guest assets (kernel, agent, helpers) for the supermachine microVM
  * runtime, embedded compressed in the library and extracted with libarchive.
@@ -31,7 +31,7 @@
     SMK_STRINGIFY(SMK_VERSION_MAJOR)                                                               \
     "." SMK_STRINGIFY(SMK_VERSION_MINOR) "." SMK_STRINGIFY(SMK_VERSION_PATCH)
 
-#if defined(SMK_STATIC_BUILD) || !(defined(__GNUC__) || defined(__clang__))
+#if !(defined(__GNUC__) || defined(__clang__))
 #define SMK_API
 #else
 #define SMK_API __attribute__((visibility("default")))
@@ -96,7 +96,7 @@ SMK_API const struct smk_asset *const *smk_assets(size_t *count);
  * Write the decompressed asset to path, replacing any existing file.
  *
  * The bytes are streamed in constant memory into a temporary file in path's directory, flushed
- * with fsync, checked (see "Integrity" below), given the asset's mode and renamed over
+ * with fsync, checked (see "Integrity" above), given the asset's mode and renamed over
  * path. A reader of path sees the old file or the complete new one, never a partial one; on any
  * failure path is left as it was and no temporary file remains.
  * Durability: 0 means the new file and its name are on stable storage: the file is fsynced

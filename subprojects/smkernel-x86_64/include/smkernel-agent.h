@@ -44,7 +44,7 @@
 #include <stdint.h>
 
 #ifndef SMK_API
-#if defined(SMK_STATIC_BUILD) || !(defined(__GNUC__) || defined(__clang__))
+#if !(defined(__GNUC__) || defined(__clang__))
 #define SMK_API
 #else
 #define SMK_API __attribute__((visibility("default")))

@@ -323,6 +323,11 @@ static int write_all_entries(struct writer *w, const struct smk_initramfs_file *
     return r;
 }
 
+/* Inode numbers count up from the one the kernel's own generator (usr/gen_init_cpio.c) starts
+ * at. Any fixed start gives reproducible bytes: the kernel reads a newc inode number only to link
+ * a regular file of nlink >= 2 (init/initramfs.c), which this archive never has. */
+#define FIRST_INO 721
+
 /* The one generator: the whole archive, in blocks of OUT_BLOCK, to out. */
 static int generate(const struct smk_initramfs_file *extra, size_t n_extra, smk_write_fn out,
                     void *out_ctx)
@@ -332,7 +337,7 @@ static int generate(const struct smk_initramfs_file *extra, size_t n_extra, smk_
                        .block = malloc(OUT_BLOCK),
                        .out = out,
                        .out_ctx = out_ctx,
-                       .ino = 721};
+                       .ino = FIRST_INO};
     int r = w.ar && w.entry && w.block ? 0 : -ENOMEM;
     /* No blocking and no padding: the archive is exactly what the kernel reads, and our own
      * block buffer decides the size of each write. */

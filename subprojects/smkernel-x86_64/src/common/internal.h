@@ -25,6 +25,10 @@
 
 #include "smkernel-common.h"
 
+/* -fvisibility=hidden hides what is defined here, but a declaration of a symbol defined in
+ * another object (the generated tables, the .incbin blobs, another source file) is taken to be
+ * default visibility and reached through the GOT; SMK_HIDDEN lets the compiler address it
+ * directly. */
 #define SMK_HIDDEN __attribute__((visibility("hidden")))
 
 /* Decoded bytes are handed on in chunks of this size at most; it bounds our own buffers. */
@@ -51,7 +55,8 @@ SMK_HIDDEN extern const size_t smk__initramfs_layout_count;
 /* The asset for id, or NULL with *err set to -EINVAL (out of range) or -ENOENT (not here). */
 SMK_HIDDEN const struct smk_asset *smk__lookup(enum smk_asset_id id, int *err);
 
-/* Decode the asset's blob, calling cb for each chunk; checks size and SHA-256 at the end. */
+/* Decode the asset's blob, calling cb for each chunk; checks the size, and the content by the
+ * zstd frame's own checksum or else by SHA-256, at the end (decode.c). */
 SMK_HIDDEN int smk__decode(const struct smk_asset *a, smk_write_fn cb, void *ctx);
 
 /* fsync, or F_FULLFSYNC on macOS, whose fsync() does not reach the media. 0 or -errno. */
