@@ -78,7 +78,8 @@ int main(int argc, char **argv)
 
     snprintf(path, sizeof path, "%s/new", dir);
     r = smk_extract(bad->id, path, 0);
-    check(r == -EBADMSG && access(path, F_OK) != 0, "smk_extract to a new path: nothing written", r);
+    check(r == -EBADMSG && access(path, F_OK) != 0, "smk_extract to a new path: nothing written",
+          r);
     snprintf(path, sizeof path, "%s/old", dir);
     FILE *f = fopen(path, "w");
     fputs("old", f);
@@ -94,6 +95,10 @@ int main(int argc, char **argv)
     r = smk_asset_path(bad->id, out, sizeof out);
     check(r == -EBADMSG && nothing_in_cache(cache), "smk_asset_path: nothing in the cache", r);
 
+    r = smk_asset_open(bad->id);
+    check(r == -EBADMSG && nothing_in_cache(cache), "smk_asset_open: no descriptor, nothing cached",
+          r);
+
     /* The initramfs holds some assets (not the kernel): it must refuse a corrupt one. */
     snprintf(path, sizeof path, "%s/initrd", dir);
     r = smk_write_initramfs(path, NULL, 0, 0);
@@ -102,6 +107,10 @@ int main(int argc, char **argv)
           in_initramfs ? "smk_write_initramfs refuses the corrupt asset"
                        : "smk_write_initramfs (kernel not in it) still works",
           r);
+
+    uint64_t size = 0;
+    r = smk_initramfs_size(NULL, 0, &size);
+    check(in_initramfs ? r == -EBADMSG : r == 0 && size > 0, "smk_initramfs_size, the same", r);
 
     /* Corruption is per asset: the others are fine. */
     size_t n;

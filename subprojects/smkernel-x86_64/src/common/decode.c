@@ -67,7 +67,10 @@ int smk__archive_error(struct archive *ar)
     if (archive_errno(ar) == ENOMEM)
         return -ENOMEM;
     const char *msg = archive_error_string(ar);
-    if (contains_word(msg, "alloc") || contains_word(msg, "memory"))
+    /* Not any mention of memory: a corrupt zstd header that asks for a huge window fails with
+     * "Frame requires too much memory for decoding", and that is corrupt data. */
+    if (contains_word(msg, "alloc") || contains_word(msg, "out of memory") ||
+        contains_word(msg, "not enough memory"))
         return -ENOMEM;
     return -EBADMSG;
 }
