@@ -29,8 +29,9 @@ aarch64 has no TCG extras: one command line.
 Anchors (other runtimes' kernels, assets/kernel/build-anchors) boot to the bare /init only,
 on the same machine and command line. More anchors: SMK_BENCH_ANCHORS="NAME=KERNEL ...".
 Phases (unless --no-phases): one more bare boot per kernel with "dmesg" (the /init prints
-the kernel log: printk times are guest instructions) and, for ours, one with initcall_debug
-(per-initcall instructions; the logging itself adds work, so its total is printed too).
+the kernel log: printk times are guest instructions) and one with initcall_debug
+(per-initcall instructions, every kernel; the logging itself adds work, so its total is
+printed too).
 
 Exit status 0 only if every boot reached its marker; a boot that cannot run fails.
 Python 3 standard library only.
@@ -207,10 +208,19 @@ def phases(log, reset_ns, clock_ns):
 
 
 def initcalls(log):
-    """(total ns, by-level list, top list, count) from an initcall_debug log."""
-    calls = []
-    for m in re.finditer(r"initcall (\S+?)(?:\+0x[0-9a-f]+/0x[0-9a-f]+)? returned -?\d+ after (\d+) usecs", log):
-        calls.append((int(m.group(2)) * 1024, m.group(1)))   # the kernel's "usecs" are ns >> 10
+    """(total ns, top list, count) from an initcall_debug log. Each initcall's time is the
+    difference of the printk times of its "calling" and "returned" lines: sched_clock, which
+    under icount counts guest ns from early on. (The kernel's own "after N usecs" reads
+    ktime, which runs on the jiffies clocksource, in 4 ms steps, until the clocksource switch.)"""
+    start, calls = {}, []
+    for m in re.finditer(r"<\d+>\[\s*(\d+)\.(\d{6})\] (calling  |initcall )(\S+?)(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?"
+                         r"(?: @ \d+| returned)", log):
+        t = int(m.group(1)) * 10**9 + int(m.group(2)) * 1000
+        fn = m.group(4)
+        if m.group(3).startswith("calling"):
+            start[fn] = t
+        elif fn in start:
+            calls.append((t - start.pop(fn), fn))
     calls.sort(reverse=True)
     return sum(c for c, _ in calls), calls[:12], len(calls)
 
@@ -340,8 +350,6 @@ def main():
                 if not ph:
                     print("    (no \"Run /init\" line in the kernel log)")
             for name, path in kernels:
-                if not name.startswith("ours"):
-                    continue
                 r = run.bare(path, cl + " initcall_debug log_buf_len=4M dmesg")
                 total, top, count = initcalls(r["log"])
                 print(f"  {name} with initcall_debug: /init at {r['reset'] / 1e6:.3f} M since reset "
