@@ -372,7 +372,7 @@ END_TEST
  * The sweep removes only what it can prove is a stale temporary of ours. A real one (its writer
  * killed between linkat and rename) is removed; beside it, files of this user whose names only
  * look like temporaries of the same host and a dead writer are all kept: a well-formed name
- * whose tag does not match its inode (a caller's file), and malformed variants of the name.
+ * whose tag does not match its directory (a caller's file), and malformed variants of the name.
  */
 START_TEST(test_sweep_removes_only_provable_temps)
 {
@@ -400,7 +400,7 @@ START_TEST(test_sweep_removes_only_provable_temps)
     ck_assert_int_eq(sscanf(real, ".smk-tmp-%8x-%ld-", &host, &dead), 2);
     ck_assert_int_eq((long)pid, dead);
     const char *fmt[] = {
-        ".smk-tmp-%08x-%ld-0123456789abcdef",  /* well-formed, tag not of its inode */
+        ".smk-tmp-%08x-%ld-0123456789abcdef",  /* well-formed, tag not of this directory */
         ".smk-tmp-%08x- %ld-0123456789abcdef", /* a space before the pid */
         ".smk-tmp-%08x-%ld-a",                 /* a one-character suffix */
         ".smk-tmp-%08x-%ld-0123456789ABCDEF",  /* upper case */

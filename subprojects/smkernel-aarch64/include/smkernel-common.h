@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/include/smkernel-common.h by sync-shared sha256:8db5fb8bc86c */
+/* GENERATED from smkernel-x86_64/include/smkernel-common.h by sync-shared sha256:cee3c4029dae */
 /*
  * smkernel — pre-built guest assets (kernel, agent, helpers) for the supermachine microVM
  * runtime, embedded compressed in the library and extracted with libarchive.
@@ -110,7 +110,7 @@ SMK_API const struct smk_asset *const *smk_assets(size_t *count);
  * name while it is written; a process killed in the microseconds between naming it and the
  * rename (or, without O_TMPFILE, during the write) leaves a ".smk-tmp-*" file, which the next
  * successful extraction into that directory removes once it can prove the file is one of
- * its own temporaries (its name carries a tag of its inode) and that its writer is gone. That
+ * its own temporaries (its name carries a tag of its directory) and that its writer is gone. That
  * sweep reads at most 1024 directory entries, so a write costs the same in a directory of any
  * size (in a larger one a stale temporary may stay).
  *

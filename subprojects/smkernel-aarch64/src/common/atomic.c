@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/src/common/atomic.c by sync-shared sha256:5fa29e8332c5 */
+/* GENERATED from smkernel-x86_64/src/common/atomic.c by sync-shared sha256:242d9ebca6e2 */
 /*
  * Atomic, durable file replacement: write a temporary file in the target's directory, fsync it,
  * publish it under the target's name, fsync the directory. SPDX-License-Identifier: MIT
@@ -10,7 +10,7 @@
  * lives for the whole write. Either way a writer killed at the wrong moment leaves a
  * ".smk-tmp-<host>-<pid>-<random><tag>" file behind, and a later successful write in that
  * directory removes it: <host> says which machine boot and PID namespace wrote it, and <tag>
- * binds the name to the file's inode, so only temporaries this library provably wrote, whose
+ * binds the name to its directory, so only temporaries this library provably wrote, whose
  * writer is provably gone and which this user owns, are ever removed.
  */
 #include "internal.h"
@@ -174,13 +174,18 @@ static uint32_t host_id(void)
     return h ? h : 1;
 }
 
-/* The tag that binds a temporary's name to its inode: a file of anyone else's that merely
- * looks like one of ours fails it. */
-static uint32_t tag_of(uint32_t host, long pid, uint32_t random, uint64_t ino)
+/*
+ * The tag that binds a temporary's name to the directory it was made in: a file that merely
+ * looks like one of ours (a caller's, or one copied from elsewhere) fails it. It is known
+ * before the file exists, so a temporary has its final name from its first moment.
+ */
+static uint32_t tag_of(uint32_t host, long pid, uint32_t random, const struct stat *dir)
 {
+    uint64_t dev = (uint64_t)dir->st_dev, ino = (uint64_t)dir->st_ino;
     uint32_t h = fnv1a(2166136261u, &host, sizeof host);
     h = fnv1a(h, &pid, sizeof pid);
     h = fnv1a(h, &random, sizeof random);
+    h = fnv1a(h, &dev, sizeof dev);
     return fnv1a(h, &ino, sizeof ino);
 }
 
@@ -197,13 +202,13 @@ static uint32_t random32(void)
 }
 
 /* A name no other writer picks (host, pid, entropy; callers retry on EEXIST), tagged with the
- * inode it will name. */
-static void temp_name(char *out, size_t size, uint32_t host, uint64_t ino)
+ * directory it is made in. */
+static void temp_name(char *out, size_t size, uint32_t host, const struct stat *dir)
 {
     long pid = (long)getpid();
     uint32_t r = random32();
     snprintf(out, size, TMP_PREFIX "%08x-%ld-%08x%08x", (unsigned)host, pid, (unsigned)r,
-             (unsigned)tag_of(host, pid, r, ino));
+             (unsigned)tag_of(host, pid, r, dir));
 }
 
 static int hex_digit(char c)
@@ -255,7 +260,7 @@ static bool parse_temp_name(const char *name, uint32_t *host, long *pid, uint32_
 }
 
 /* Is dirfd/name a temporary this library wrote, whose writer is provably gone? */
-static bool is_stale_temp(int dirfd, const char *name, uint32_t host)
+static bool is_stale_temp(int dirfd, const struct stat *dir, const char *name, uint32_t host)
 {
     uint32_t h, random, tag;
     long pid;
@@ -265,8 +270,7 @@ static bool is_stale_temp(int dirfd, const char *name, uint32_t host)
         return false;
     struct stat st;
     if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
-        st.st_uid != geteuid() || st.st_nlink != 1 ||
-        tag != tag_of(h, pid, random, (uint64_t)st.st_ino))
+        st.st_uid != geteuid() || st.st_nlink != 1 || tag != tag_of(h, pid, random, dir))
         return false;
     /* Alive, or someone else's process: not ours to judge. */
     return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
@@ -280,7 +284,8 @@ static bool is_stale_temp(int dirfd, const char *name, uint32_t host)
  */
 static void remove_stale_temps(int dirfd, uint32_t host)
 {
-    if (host == 0)
+    struct stat dir;
+    if (host == 0 || fstat(dirfd, &dir) != 0)
         return;
     int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
@@ -291,7 +296,7 @@ static void remove_stale_temps(int dirfd, uint32_t host)
     }
     const struct dirent *e;
     for (int seen = 0; seen < SWEEP_MAX_ENTRIES && (e = readdir(d)) != NULL; seen++)
-        if (e->d_name[0] == '.' && is_stale_temp(dirfd, e->d_name, host))
+        if (e->d_name[0] == '.' && is_stale_temp(dirfd, &dir, e->d_name, host))
             unlinkat(dirfd, e->d_name, 0);
     closedir(d);
 }
@@ -307,35 +312,15 @@ static void reset(struct smk__atomic *t)
     t->name[0] = '\0';
 }
 
-static void new_temp_name(struct smk__atomic *t, uint64_t ino)
+static int new_temp_name(struct smk__atomic *t)
 {
+    struct stat dir;
+    if (fstat(t->dirfd, &dir) != 0)
+        return -errno;
     if (t->host == 0)
         t->host = host_id();
-    temp_name(t->tmp_name, sizeof t->tmp_name, t->host, ino);
-}
-
-/*
- * Give the named temporary t->tmp_name a name tagged with its inode, so that a sweep can prove
- * it ours. Without hard links (or on any error but a taken name) it keeps its first name: the
- * write goes on, and a kill would leave a file no sweep removes.
- */
-static void tag_named_temp(struct smk__atomic *t)
-{
-    struct stat st;
-    if (fstat(t->fd, &st) != 0)
-        return;
-    char old[sizeof t->tmp_name];
-    memcpy(old, t->tmp_name, sizeof old);
-    for (int tries = 0; tries < 100; tries++) {
-        new_temp_name(t, (uint64_t)st.st_ino);
-        if (linkat(t->dirfd, old, t->dirfd, t->tmp_name, 0) == 0) {
-            unlinkat(t->dirfd, old, 0);
-            return;
-        }
-        if (errno != EEXIST)
-            break;
-    }
-    memcpy(t->tmp_name, old, sizeof old);
+    temp_name(t->tmp_name, sizeof t->tmp_name, t->host, &dir);
+    return 0;
 }
 
 int smk__atomic_begin_at(struct smk__atomic *t, int dirfd, const char *name)
@@ -369,12 +354,13 @@ int smk__atomic_begin_at(struct smk__atomic *t, int dirfd, const char *name)
         return -errno;
 #endif
     for (int tries = 0; tries < 100; tries++) {
-        new_temp_name(t, 0);
+        int r = new_temp_name(t);
+        if (r != 0)
+            return r;
         t->fd =
             openat(dirfd, t->tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (t->fd >= 0) {
             t->named = true;
-            tag_named_temp(t);
             return 0;
         }
         if (errno != EEXIST)
@@ -449,11 +435,10 @@ static int publish_tmpfile(struct smk__atomic *t)
     int r = link_fd(t, t->name);
     if (r != -EEXIST)
         return r;
-    struct stat st;
-    if (fstat(t->fd, &st) != 0)
-        return -errno;
     for (int tries = 0; tries < 100; tries++) {
-        new_temp_name(t, (uint64_t)st.st_ino);
+        r = new_temp_name(t);
+        if (r != 0)
+            return r;
         r = link_fd(t, t->tmp_name);
         if (r == 0) {
             t->named = true;
