@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/include/smkernel-common.h by sync-shared sha256:cee3c4029dae */
+/* GENERATED from smkernel-x86_64/include/smkernel-common.h by sync-shared sha256:c538a34ddcee */
 /*
  * smkernel — pre-built guest assets (kernel, agent, helpers) for the supermachine microVM
  * runtime, embedded compressed in the library and extracted with libarchive.
@@ -184,9 +184,9 @@ SMK_API int smk_verify_file(enum smk_asset_id id, const char *path);
  * $HOME/.cache/smkernel (relative values of the XDG and HOME forms are ignored, as the XDG spec
  * says); the asset lives at ROOT/<version>-<arch>/<sha256 prefix>/<file_name>, so libraries of
  * different versions or blobs never share a file. The first call extracts (atomically, as
- * smk_extract); later calls from any process only lstat() the file and check its owner, type,
- * mode, size and the modification time extraction stamped on it, re-extracting when any of
- * those is off. The root is created 0700; an existing root or subdirectory that is not owned by
+ * smk_extract); later calls from any process only check the directories (below) and stat the
+ * file: its owner, type, mode, size and the modification time extraction stamped on it,
+ * re-extracting when any of those is off (about 20 system calls; docs/RELIABILITY.md). The root is created 0700; an existing root or subdirectory that is not owned by
  * this user or is writable by group or others is refused with -EPERM rather than used.
  * Every directory above the root, up to /, is checked as OpenSSH checks the parents of its
  * files: owned by root or this user, and not writable by group or others unless it is sticky
