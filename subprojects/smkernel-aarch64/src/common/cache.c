@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/src/common/cache.c by sync-shared sha256:747e30376f56 */
+/* GENERATED from smkernel-x86_64/src/common/cache.c by sync-shared sha256:e81fde380c86 */
 /* The per-user asset cache behind smk_asset_path() and smk_asset_open(). SPDX-License-Identifier: MIT */
 #include "internal.h"
 
@@ -281,8 +281,12 @@ static int open_root(const char *root, char *canon, size_t canon_size)
         canon[0] = '/';
         canon[1] = '\0';
         fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0 || fstat(fd, &st) != 0)
+        if (fd < 0)
             return -errno;
+        if (fstat(fd, &st) != 0) {
+            r = -errno;
+            break;
+        }
         r = attempt == 0 ? descend(&fd, &st, root, root + len, WHEN_MISSING, canon, canon_size)
                          : descend_resolved(&fd, &st, root, len, canon, canon_size);
         if (r < 0)

@@ -280,8 +280,12 @@ static int open_root(const char *root, char *canon, size_t canon_size)
         canon[0] = '/';
         canon[1] = '\0';
         fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0 || fstat(fd, &st) != 0)
+        if (fd < 0)
             return -errno;
+        if (fstat(fd, &st) != 0) {
+            r = -errno;
+            break;
+        }
         r = attempt == 0 ? descend(&fd, &st, root, root + len, WHEN_MISSING, canon, canon_size)
                          : descend_resolved(&fd, &st, root, len, canon, canon_size);
         if (r < 0)
