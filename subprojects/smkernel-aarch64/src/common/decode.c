@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/src/common/decode.c by sync-shared sha256:71048bb4286c */
+/* GENERATED from smkernel-x86_64/src/common/decode.c by sync-shared sha256:b5cb70e63fde */
 /* Decompression of the embedded blobs through libarchive. SPDX-License-Identifier: MIT */
 #include "internal.h"
 
@@ -59,8 +59,8 @@ static bool contains_word(const char *s, const char *word)
 
 /*
  * libarchive sets ENOMEM when its own allocations fail, but a decoder library's failure to
- * allocate (libzstd's window, liblzma's dictionary) reaches us as a generic error whose message
- * says so ("Allocation error : not enough memory", "Cannot allocate memory"). Both are -ENOMEM:
+ * allocate (libzstd's window) reaches us as a generic error whose message says so
+ * ("Zstd decompression failed: Allocation error : not enough memory"). Both are -ENOMEM:
  * the blob is fine, the machine is short of memory.
  */
 int smk__archive_error(struct archive *ar)

@@ -58,8 +58,8 @@ static bool contains_word(const char *s, const char *word)
 
 /*
  * libarchive sets ENOMEM when its own allocations fail, but a decoder library's failure to
- * allocate (libzstd's window, liblzma's dictionary) reaches us as a generic error whose message
- * says so ("Allocation error : not enough memory", "Cannot allocate memory"). Both are -ENOMEM:
+ * allocate (libzstd's window) reaches us as a generic error whose message says so
+ * ("Zstd decompression failed: Allocation error : not enough memory"). Both are -ENOMEM:
  * the blob is fine, the machine is short of memory.
  */
 int smk__archive_error(struct archive *ar)
