@@ -334,8 +334,9 @@ def main():
             for name, _ in kernels:
                 s, t = summary[("shipped", name, "/init")], summary[("tcg", name, "/init")]
                 print(f"{name}: shipped - tcg command line to /init = {(s - t) / 1e6:.3f} M "
-                      "(the local APIC timer calibration and TSC calibration; a KVM host with the "
-                      "TSC-deadline timer and kvmclock skips both)")
+                      "(what noapictimer and tsc_early_khz skip: the local APIC timer and TSC "
+                      "calibrations, where the kernel runs them; a KVM host with the TSC-deadline "
+                      "timer and kvmclock skips both)")
 
         if not a.no_phases:
             cl = variants[-1][1]
