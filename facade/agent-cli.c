@@ -21,8 +21,13 @@
 
 #include <smkernel.h>
 
-enum { EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_CANNOT_RUN = 125, EXIT_NOT_EXEC = 126,
-       EXIT_NOT_FOUND = 127 };
+enum {
+    EXIT_FAIL = 1,
+    EXIT_USAGE = 2,
+    EXIT_CANNOT_RUN = 125,
+    EXIT_NOT_EXEC = 126,
+    EXIT_NOT_FOUND = 127
+};
 
 static const char agent_usage[] =
     "usage: smkernel agent --connect ADDR [--timeout SEC] COMMAND\n"
@@ -98,8 +103,7 @@ static int read_local(const char *path, uint8_t **data, size_t *len);
 
 /* An agent of protocol 1 has no processes: the command runs to completion (EXEC) with the
  * CLI's stdin read first (at most 15 MiB), its output shown at the end. */
-static int exec_batch(struct smk_agent *a, struct smk_agent_cmd *cmd, int tty_in,
-                      const char **env)
+static int exec_batch(struct smk_agent *a, struct smk_agent_cmd *cmd, int tty_in, const char **env)
 {
     uint8_t *in = NULL;
     size_t in_len = 0;
@@ -121,7 +125,7 @@ static int exec_batch(struct smk_agent *a, struct smk_agent_cmd *cmd, int tty_in
     free(env);
     if (r < 0) {
         failed(a, "exec", r);
-        return r == -ENOENT || r == -ENOTDIR ? EXIT_NOT_FOUND
+        return r == -ENOENT || r == -ENOTDIR   ? EXIT_NOT_FOUND
                : r == -EACCES || r == -ENOEXEC ? EXIT_NOT_EXEC
                                                : EXIT_CANNOT_RUN;
     }
@@ -156,7 +160,9 @@ static int cmd_exec(struct smk_agent *a, int argc, char **argv, int timeout_ms)
                    i + 1 >= argc) {
             free(env);
             usage("exec: %s needs a value (%s)", o,
-                  o[2] == 'e' ? "K=V" : o[2] == 'c' ? "DIR" : "UID[:GID]");
+                  o[2] == 'e'   ? "K=V"
+                  : o[2] == 'c' ? "DIR"
+                                : "UID[:GID]");
             return EXIT_CANNOT_RUN;
         } else if (strcmp(o, "--env") == 0) {
             if (!strchr(argv[i + 1], '=') || argv[i + 1][0] == '=') {
@@ -206,7 +212,7 @@ static int cmd_exec(struct smk_agent *a, int argc, char **argv, int timeout_ms)
     free(env);
     if (r < 0) {
         failed(a, "exec", r);
-        return r == -ENOENT || r == -ENOTDIR ? EXIT_NOT_FOUND
+        return r == -ENOENT || r == -ENOTDIR   ? EXIT_NOT_FOUND
                : r == -EACCES || r == -ENOEXEC ? EXIT_NOT_EXEC
                                                : EXIT_CANNOT_RUN;
     }
@@ -381,7 +387,8 @@ static int cmd_cp(struct smk_agent *a, int argc, char **argv, int timeout_ms)
         int r = smk_agent_read_file(a, src + 1, 0, &data, &len, &truncated, timeout_ms);
         if (r < 0)
             return failed(a, "cp", r);
-        int fd = strcmp(dst, "-") == 0 ? 1 : open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        int fd =
+            strcmp(dst, "-") == 0 ? 1 : open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd < 0 || write_all(fd, data, len) < 0) {
             fprintf(stderr, "smkernel agent: cp: %s: %s\n", dst, strerror(errno));
             free(data);
@@ -411,8 +418,7 @@ int smk_cli_agent(int argc, char **argv)
         }
         if ((strcmp(argv[i], "--connect") == 0 || strcmp(argv[i], "--timeout") == 0) &&
             i + 1 >= argc)
-            return usage("%s needs a value (%s)", argv[i],
-                         argv[i][2] == 'c' ? "ADDR" : "seconds");
+            return usage("%s needs a value (%s)", argv[i], argv[i][2] == 'c' ? "ADDR" : "seconds");
         if (strcmp(argv[i], "--connect") == 0) {
             addr = argv[++i];
         } else if (strcmp(argv[i], "--timeout") == 0) {
@@ -450,8 +456,7 @@ int smk_cli_agent(int argc, char **argv)
         else
             rc = printf("version=%s proto=%u negotiated=%d uptime_ns=%llu ready_ns=%llu\n",
                         info.version, info.proto, smk_agent_proto(a),
-                        (unsigned long long)info.uptime_ns,
-                        (unsigned long long)info.ready_ns) < 0;
+                        (unsigned long long)info.uptime_ns, (unsigned long long)info.ready_ns) < 0;
     } else if (strcmp(cmd, "exec") == 0) {
         rc = cmd_exec(a, argc - i, argv + i, timeout_ms);
     } else if (strcmp(cmd, "cp") == 0) {
@@ -462,7 +467,7 @@ int smk_cli_agent(int argc, char **argv)
             rc = usage("shutdown takes only --poweroff, not '%s'", argv[i + poweroff]);
         else
             rc = (r = smk_agent_shutdown(a, poweroff, timeout_ms)) < 0 ? failed(a, "shutdown", r)
-                                                                      : 0;
+                                                                       : 0;
     }
     smk_agent_close(a);
     return rc;

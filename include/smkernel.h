@@ -32,7 +32,7 @@
 #endif
 #include <smkernel-aarch64.h>
 #else
-#error "smkernel supports only aarch64 (HVF) and x86_64 (KVM) hosts; no guest kernel is bundled for this cpu family"
+#error "smkernel supports only aarch64 (HVF) and x86_64 (KVM) hosts: no guest for this CPU"
 #endif
 
 #endif /* SMKERNEL_H */

@@ -8,7 +8,7 @@
 #define SMKERNEL_AARCH64_H
 
 #if !defined(__aarch64__)
-#error "smkernel-aarch64 holds the aarch64 (HVF) guest assets; this target is not aarch64. smkernel supports only aarch64 (HVF) and x86_64 (KVM) hosts; no guest kernel is bundled for this cpu family"
+#error "smkernel-aarch64 holds the aarch64 (HVF) guest assets; this target is not aarch64"
 #endif
 
 #include "smkernel-common.h"

@@ -93,10 +93,10 @@ SMK_API int smk_agent_proto(const struct smk_agent *a);
 SMK_API const char *smk_agent_error(const struct smk_agent *a);
 
 struct smk_agent_info {
-    uint32_t proto;       /* the version the agent speaks at most */
-    uint64_t uptime_ns;   /* guest CLOCK_BOOTTIME now */
-    uint64_t ready_ns;    /* guest uptime when the agent began serving */
-    char version[65];     /* agent version */
+    uint32_t proto;     /* the version the agent speaks at most */
+    uint64_t uptime_ns; /* guest CLOCK_BOOTTIME now */
+    uint64_t ready_ns;  /* guest uptime when the agent began serving */
+    char version[65];   /* agent version */
 };
 SMK_API int smk_agent_ping(struct smk_agent *a, struct smk_agent_info *info, int timeout_ms);
 
@@ -114,8 +114,8 @@ struct smk_agent_cmd {
     uint32_t uid, gid;
     const uint32_t *groups; /* supplementary groups, at most 64 */
     size_t ngroups;
-    uint16_t rows, cols;  /* initial terminal size; 0: the kernel's default */
-    uint32_t window;      /* output bytes in flight before the agent waits; 0: 256 KiB */
+    uint16_t rows, cols;    /* initial terminal size; 0: the kernel's default */
+    uint32_t window;        /* output bytes in flight before the agent waits; 0: 256 KiB */
     const void *stdin_data; /* batch exec: fed to stdin, then closed (at most 15 MiB) */
     size_t stdin_len;
     uint32_t cmd_timeout_ms; /* batch exec: the agent kills it after this; 0: none */
@@ -132,7 +132,7 @@ enum smk_agent_status {
 struct smk_agent_exec_result {
     int status; /* enum smk_agent_status */
     int code;
-    unsigned flags; /* SMK_AGENT_*_TRUNCATED: more than 4 MiB of that output was discarded */
+    unsigned flags;     /* SMK_AGENT_*_TRUNCATED: more than 4 MiB of that output was discarded */
     uint8_t *out, *err; /* malloc'ed, NUL-terminated for convenience */
     size_t out_len, err_len;
 };
@@ -144,8 +144,8 @@ SMK_API void smk_agent_exec_result_free(struct smk_agent_exec_result *res);
 /* Starts a process (protocol 2); *proc names it in the calls below, *pid is its guest pid.
  * Its stdout and stderr (or the terminal's output) arrive as events. -EAGAIN: the agent's
  * limit of processes per connection (32) is reached. */
-SMK_API int smk_agent_spawn(struct smk_agent *a, const struct smk_agent_cmd *cmd,
-                            uint32_t *proc, uint32_t *pid, int timeout_ms);
+SMK_API int smk_agent_spawn(struct smk_agent *a, const struct smk_agent_cmd *cmd, uint32_t *proc,
+                            uint32_t *pid, int timeout_ms);
 /* Takes over the events of a process spawned by an earlier client (virtio-serial). */
 SMK_API int smk_agent_attach(struct smk_agent *a, uint32_t proc, uint32_t *pid, int timeout_ms);
 /* Writes to its stdin; returns once the agent has written it all into the process's stdin
@@ -160,20 +160,19 @@ SMK_API int smk_agent_resize(struct smk_agent *a, uint32_t proc, uint16_t rows, 
 
 enum smk_agent_event_type { SMK_AGENT_OUTPUT = 1, SMK_AGENT_EXIT = 2 };
 struct smk_agent_event {
-    int type;      /* enum smk_agent_event_type */
+    int type; /* enum smk_agent_event_type */
     uint32_t proc;
-    int stream;    /* OUTPUT: 1 stdout (and a terminal's output), 2 stderr */
+    int stream;          /* OUTPUT: 1 stdout (and a terminal's output), 2 stderr */
     const uint8_t *data; /* OUTPUT: valid until the next call on the handle */
     size_t len;
-    int status;    /* EXIT: SMK_AGENT_EXITED or SMK_AGENT_SIGNALED */
+    int status; /* EXIT: SMK_AGENT_EXITED or SMK_AGENT_SIGNALED */
     int code;
 };
 /* The event loop step: reads what the fd has without blocking, returns 1 with an event, 0 if
  * there is none yet. Taking an OUTPUT event grants the agent that many bytes more. */
 SMK_API int smk_agent_poll_event(struct smk_agent *a, struct smk_agent_event *ev);
 /* The blocking form: waits up to timeout_ms for the next event (-ETIMEDOUT). */
-SMK_API int smk_agent_next_event(struct smk_agent *a, struct smk_agent_event *ev,
-                                 int timeout_ms);
+SMK_API int smk_agent_next_event(struct smk_agent *a, struct smk_agent_event *ev, int timeout_ms);
 /* Waits for proc to exit, discarding its output (other processes' events stay queued). */
 SMK_API int smk_agent_wait(struct smk_agent *a, uint32_t proc, int *status, int *code,
                            int timeout_ms);
@@ -184,8 +183,8 @@ SMK_API int smk_agent_wait(struct smk_agent *a, uint32_t proc, int *status, int 
 #define SMK_AGENT_NOFOLLOW 0x1u
 SMK_API int smk_agent_write_file(struct smk_agent *a, const char *path, uint32_t mode,
                                  const void *data, size_t len, int timeout_ms);
-SMK_API int smk_agent_read_file(struct smk_agent *a, const char *path, unsigned flags,
-                                void **data, size_t *len, int *truncated, int timeout_ms);
+SMK_API int smk_agent_read_file(struct smk_agent *a, const char *path, unsigned flags, void **data,
+                                size_t *len, int *truncated, int timeout_ms);
 
 /* Guest control (protocol 2). */
 SMK_API int smk_agent_set_time(struct smk_agent *a, uint64_t unix_ns, int timeout_ms);

@@ -59,9 +59,9 @@ static uint64_t le64(const unsigned char *p)
 
 /* Where the decompressed ELF ends, what it must contain, and what has been seen so far. */
 struct elf_scan {
-    uint64_t end;              /* file size implied by the headers */
+    uint64_t end; /* file size implied by the headers */
     uint64_t note_off, note_len;
-    unsigned char *notes;      /* the PT_NOTE bytes, collected as they stream past */
+    unsigned char *notes; /* the PT_NOTE bytes, collected as they stream past */
     bool header_seen;
 };
 
@@ -78,8 +78,8 @@ static int parse_header(struct elf_scan *s, const unsigned char *h, size_t len)
     uint64_t phoff = le64(h + 32), shoff = le64(h + 40);
     uint32_t phentsize = le16(h + 54), phnum = le16(h + 56);
     uint32_t shentsize = le16(h + 58), shnum = le16(h + 60);
-    if (phentsize != PH_SIZE || phnum == 0 || (shnum != 0 && shentsize != SH_SIZE) ||
-        phoff > len || (uint64_t)phnum * PH_SIZE > len - phoff)
+    if (phentsize != PH_SIZE || phnum == 0 || (shnum != 0 && shentsize != SH_SIZE) || phoff > len ||
+        (uint64_t)phnum * PH_SIZE > len - phoff)
         return -EBADMSG;
     s->end = shoff + (uint64_t)shnum * SH_SIZE;
     if (phoff + (uint64_t)phnum * PH_SIZE > s->end)
@@ -164,8 +164,8 @@ static int find_payload(const unsigned char *bz, size_t size, const unsigned cha
 }
 
 /* Decompresses the payload, handing on the ELF's bytes (and only those) to cb. */
-static int inflate_elf(const unsigned char *lz4, size_t lz4_len, uint32_t out_len,
-                       smk_write_fn cb, void *ctx)
+static int inflate_elf(const unsigned char *lz4, size_t lz4_len, uint32_t out_len, smk_write_fn cb,
+                       void *ctx)
 {
     struct archive *ar = archive_read_new();
     if (!ar)
@@ -208,7 +208,8 @@ static int inflate_elf(const unsigned char *lz4, size_t lz4_len, uint32_t out_le
                 goto out;
         }
         collect_notes(&scan, total, block, len);
-        size_t keep = total >= scan.end ? 0 : (size_t)(scan.end - total < len ? scan.end - total : len);
+        size_t keep =
+            total >= scan.end ? 0 : (size_t)(scan.end - total < len ? scan.end - total : len);
         for (size_t done = 0; done < keep;) {
             size_t n = keep - done < SMK_CHUNK ? keep - done : SMK_CHUNK;
             int cr = cb(ctx, (const unsigned char *)block + done, n);

@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/src/common/agent-client.c by sync-shared sha256:8a517d7ae00b */
+/* GENERATED from smkernel-x86_64/src/common/agent-client.c by sync-shared sha256:47f4b95305e7 */
 /*
  * The host-side client of supermachine-agent (smkernel-agent.h): connection set-up, version
  * negotiation, requests matched to replies by id, process events queued per handle with
@@ -47,8 +47,8 @@ struct smk_agent {
     uint32_t next_id;
     uint8_t *rbuf;
     size_t rlen, rcap;
-    struct qframe *head, *tail; /* events not yet taken */
-    struct qframe *held;        /* the event handed out last */
+    struct qframe *head, *tail;    /* events not yet taken */
+    struct qframe *held;           /* the event handed out last */
     uint32_t streams[MAX_STREAMS]; /* request ids whose events are wanted */
     uint32_t nstreams;
     char err[SMK_MAX_TEXT + 1];
@@ -85,8 +85,8 @@ static uint32_t fresh_id(struct smk_agent *a)
 static int send_all(struct smk_agent *a, const uint8_t *p, size_t len, int64_t deadline)
 {
     while (len) {
-        ssize_t w = a->is_socket ? send(a->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT)
-                                 : write(a->fd, p, len);
+        ssize_t w =
+            a->is_socket ? send(a->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT) : write(a->fd, p, len);
         if (w > 0) {
             p += w;
             len -= (size_t)w;
@@ -631,9 +631,13 @@ int smk_agent_exec(struct smk_agent *a, const struct smk_agent_cmd *cmd,
     if (!a || !cmd || !res || !cmd->argv || cmd->argc == 0)
         return -EINVAL;
     memset(res, 0, sizeof(*res));
-    struct smk_exec_args args = {.argv = cmd->argv, .argc = cmd->argc, .env = cmd->env,
-                                 .envc = cmd->envc, .cwd = cmd->cwd,
-                                 .stdin_data = cmd->stdin_data, .stdin_len = cmd->stdin_len,
+    struct smk_exec_args args = {.argv = cmd->argv,
+                                 .argc = cmd->argc,
+                                 .env = cmd->env,
+                                 .envc = cmd->envc,
+                                 .cwd = cmd->cwd,
+                                 .stdin_data = cmd->stdin_data,
+                                 .stdin_len = cmd->stdin_len,
                                  .timeout_ms = cmd->cmd_timeout_ms};
     uint32_t id = fresh_id(a);
     struct smk_buf b = {.version = a->version};
@@ -701,10 +705,18 @@ int smk_agent_spawn(struct smk_agent *a, const struct smk_agent_cmd *cmd, uint32
     int r = need_v2(a);
     if (r < 0)
         return r;
-    struct smk_spawn_args args = {.argv = cmd->argv, .argc = cmd->argc, .env = cmd->env,
-                                  .envc = cmd->envc, .cwd = cmd->cwd, .flags = cmd->flags,
-                                  .uid = cmd->uid, .gid = cmd->gid, .groups = cmd->groups,
-                                  .ngroups = cmd->ngroups, .rows = cmd->rows, .cols = cmd->cols,
+    struct smk_spawn_args args = {.argv = cmd->argv,
+                                  .argc = cmd->argc,
+                                  .env = cmd->env,
+                                  .envc = cmd->envc,
+                                  .cwd = cmd->cwd,
+                                  .flags = cmd->flags,
+                                  .uid = cmd->uid,
+                                  .gid = cmd->gid,
+                                  .groups = cmd->groups,
+                                  .ngroups = cmd->ngroups,
+                                  .rows = cmd->rows,
+                                  .cols = cmd->cols,
                                   .window = cmd->window};
     uint32_t id = fresh_id(a);
     struct smk_buf b = {.version = a->version};
@@ -745,8 +757,8 @@ int smk_agent_stdin(struct smk_agent *a, uint32_t proc, const void *data, size_t
         int last = n == len;
         uint32_t id = fresh_id(a);
         struct smk_buf b = {.version = a->version};
-        r = smk_encode_proc(&b, SMK_STDIN, id, proc, last && close_after ? SMK_STDIN_CLOSE : 0,
-                            0, p, n);
+        r = smk_encode_proc(&b, SMK_STDIN, id, proc, last && close_after ? SMK_STDIN_CLOSE : 0, 0,
+                            p, n);
         r = simple(a, &b, r, id, SMK_STDIN_REPLY, left_ms(deadline));
         if (r < 0)
             return r;
@@ -805,8 +817,8 @@ static int take_event(struct smk_agent *a, struct smk_agent_event *ev)
         ev->data = m.u.proc.data.ptr;
         ev->len = m.u.proc.data.len;
         struct smk_buf b = {.version = a->version};
-        if (ev->len && smk_encode_proc(&b, SMK_ACK, fresh_id(a), ev->proc,
-                                       (uint32_t)ev->len, 0, NULL, 0) == 0) {
+        if (ev->len && smk_encode_proc(&b, SMK_ACK, fresh_id(a), ev->proc, (uint32_t)ev->len, 0,
+                                       NULL, 0) == 0) {
             int r = send_buf(a, &b, deadline_of(30000));
             if (r < 0) {
                 free(f);
@@ -864,8 +876,8 @@ int smk_agent_next_event(struct smk_agent *a, struct smk_agent_event *ev, int ti
 
 /* Whether f is an event of proc; if so it is consumed (output acknowledged) and 1 returned,
  * 2 for its exit (status and code set). */
-static int own_event(struct smk_agent *a, struct qframe *f, uint32_t proc, int *status,
-                     int *code, int *err)
+static int own_event(struct smk_agent *a, struct qframe *f, uint32_t proc, int *status, int *code,
+                     int *err)
 {
     struct smk_msg m;
     decode_frame(f, &m);
@@ -995,16 +1007,14 @@ int smk_agent_set_time(struct smk_agent *a, uint64_t unix_ns, int timeout_ms)
     CONTROL(smk_encode_set_time(&b, id, unix_ns));
 }
 
-int smk_agent_reseed(struct smk_agent *a, const void *data, size_t len, int credit,
-                     int timeout_ms)
+int smk_agent_reseed(struct smk_agent *a, const void *data, size_t len, int credit, int timeout_ms)
 {
     if (len && !data)
         return -EINVAL;
     CONTROL(smk_encode_entropy(&b, id, credit ? SMK_ENTROPY_CREDIT : 0, data, len));
 }
 
-int smk_agent_link(struct smk_agent *a, const char *ifname, int up, uint32_t mtu,
-                   int timeout_ms)
+int smk_agent_link(struct smk_agent *a, const char *ifname, int up, uint32_t mtu, int timeout_ms)
 {
     if (!ifname)
         return -EINVAL;
@@ -1026,8 +1036,8 @@ int smk_agent_route(struct smk_agent *a, int del, const char *dst, const char *g
 {
     if (!dst || ((!gateway || !*gateway) && (!ifname || !*ifname)))
         return -EINVAL;
-    CONTROL(smk_encode_route(&b, id, del ? SMK_NET_DEL : SMK_NET_ADD, dst, gateway, ifname,
-                             metric));
+    CONTROL(
+        smk_encode_route(&b, id, del ? SMK_NET_DEL : SMK_NET_ADD, dst, gateway, ifname, metric));
 }
 
 int smk_agent_dns(struct smk_agent *a, const char *const *servers, size_t nservers,
@@ -1044,8 +1054,7 @@ int smk_agent_hostname(struct smk_agent *a, const char *name, int timeout_ms)
     CONTROL(smk_encode_hostname(&b, id, name));
 }
 
-int smk_agent_hosts_add(struct smk_agent *a, const char *const *lines, size_t n,
-                        int timeout_ms)
+int smk_agent_hosts_add(struct smk_agent *a, const char *const *lines, size_t n, int timeout_ms)
 {
     if (n && !lines)
         return -EINVAL;

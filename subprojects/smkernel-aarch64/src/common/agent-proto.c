@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/src/common/agent-proto.c by sync-shared sha256:df16caf74bbc */
+/* GENERATED from smkernel-x86_64/src/common/agent-proto.c by sync-shared sha256:d98a213891cf */
 #include "agent-proto.h"
 
 #include <stdint.h>
@@ -827,8 +827,7 @@ int smk_encode_set_time(struct smk_buf *b, uint32_t id, uint64_t unix_ns)
     return finish(&f);
 }
 
-int smk_encode_entropy(struct smk_buf *b, uint32_t id, uint32_t flags, const void *data,
-                       size_t len)
+int smk_encode_entropy(struct smk_buf *b, uint32_t id, uint32_t flags, const void *data, size_t len)
 {
     struct frame f = begin(b, SMK_ENTROPY, id);
     put_u32(&f, flags);

@@ -826,8 +826,7 @@ int smk_encode_set_time(struct smk_buf *b, uint32_t id, uint64_t unix_ns)
     return finish(&f);
 }
 
-int smk_encode_entropy(struct smk_buf *b, uint32_t id, uint32_t flags, const void *data,
-                       size_t len)
+int smk_encode_entropy(struct smk_buf *b, uint32_t id, uint32_t flags, const void *data, size_t len)
 {
     struct frame f = begin(b, SMK_ENTROPY, id);
     put_u32(&f, flags);

@@ -27,12 +27,12 @@
 #define SMK_MAX_OUTPUT (4u << 20) /* exec stdout, and separately stderr */
 #define SMK_MAX_ARGS 1024u
 #define SMK_MAX_ENV 1024u
-#define SMK_MAX_STRING 65536u /* one argv or env string */
-#define SMK_MAX_PATH 4095u    /* a path or cwd (PATH_MAX without the NUL) */
-#define SMK_MAX_TEXT 1024u    /* an error message */
-#define SMK_MAX_VERSION 64u   /* the agent version string */
-#define SMK_MAX_GROUPS 64u    /* supplementary groups of a spawned process */
-#define SMK_MAX_CHUNK (1u << 20)  /* PROC_OUTPUT data in one frame */
+#define SMK_MAX_STRING 65536u      /* one argv or env string */
+#define SMK_MAX_PATH 4095u         /* a path or cwd (PATH_MAX without the NUL) */
+#define SMK_MAX_TEXT 1024u         /* an error message */
+#define SMK_MAX_VERSION 64u        /* the agent version string */
+#define SMK_MAX_GROUPS 64u         /* supplementary groups of a spawned process */
+#define SMK_MAX_CHUNK (1u << 20)   /* PROC_OUTPUT data in one frame */
 #define SMK_MAX_WINDOW (16u << 20) /* output credit of one process */
 #define SMK_DEFAULT_WINDOW (256u << 10)
 #define SMK_MAX_ENTROPY 4096u /* ENTROPY data */
@@ -92,10 +92,10 @@ enum smk_exec_status {
 #define SMK_READ_TRUNCATED 0x1u
 #define SMK_READ_NOFOLLOW 0x1u /* READ_FILE flags: a symlink at the path is ELOOP */
 
-#define SMK_SPAWN_TTY 0x1u   /* a pseudo-terminal for stdin, stdout and stderr */
-#define SMK_SPAWN_USER 0x2u  /* switch to uid, gid and groups */
-#define SMK_STDIN_CLOSE 0x1u /* close stdin after this data (a TTY gets ^D) */
-#define SMK_SIGNAL_GROUP 0x1u /* the process group rather than the process */
+#define SMK_SPAWN_TTY 0x1u      /* a pseudo-terminal for stdin, stdout and stderr */
+#define SMK_SPAWN_USER 0x2u     /* switch to uid, gid and groups */
+#define SMK_STDIN_CLOSE 0x1u    /* close stdin after this data (a TTY gets ^D) */
+#define SMK_SIGNAL_GROUP 0x1u   /* the process group rather than the process */
 #define SMK_ENTROPY_CREDIT 0x1u /* credit 8 bits of entropy per byte */
 #define SMK_LINK_SET_STATE 0x1u
 #define SMK_LINK_UP 0x2u
@@ -199,9 +199,9 @@ struct smk_msg {
         /* STDIN, ACK, SIGNAL, RESIZE, ATTACH; OUTPUT and EXIT events. */
         struct {
             uint32_t proc;
-            uint32_t a;    /* STDIN flags, ACK bytes, SIGNAL signo, RESIZE rows,
+            uint32_t a;            /* STDIN flags, ACK bytes, SIGNAL signo, RESIZE rows,
                               ATTACH window, OUTPUT stream (1, 2), EXIT status */
-            uint32_t b;    /* SIGNAL flags, RESIZE cols, EXIT code */
+            uint32_t b;            /* SIGNAL flags, RESIZE cols, EXIT code */
             struct smk_bytes data; /* STDIN, OUTPUT */
         } proc;
         struct {
