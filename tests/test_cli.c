@@ -16,7 +16,8 @@
 
 #include <smkernel.h>
 
-static char tmp[256];
+#include "scratch.h"
+
 static char out[1 << 16], err[1 << 16];
 
 static void slurp(const char *path, char *buf, size_t size)
@@ -66,27 +67,15 @@ static int run(const char *first, ...)
     return WEXITSTATUS(st);
 }
 
-static char *at(const char *rel)
-{
-    static char buf[4][600];
-    static int i;
-    char *p = buf[i++ % 4];
-    snprintf(p, 600, "%s/%s", tmp, rel);
-    return p;
-}
-
 static void setup(void)
 {
-    snprintf(tmp, sizeof tmp, "/tmp/smk-cli-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmp));
+    scratch_make("cli");
     ck_assert_ptr_nonnull(getenv("SMKERNEL_CLI"));
 }
 
 static void teardown(void)
 {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    ck_assert_int_eq(system(cmd), 0);
+    ck_assert_int_eq(scratch_remove(), 0);
 }
 
 START_TEST(test_help_and_version)

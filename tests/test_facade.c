@@ -21,20 +21,7 @@
 
 #include <smkernel.h>
 
-static char tmp[256];
-
-static void mk_tmp(void)
-{
-    snprintf(tmp, sizeof tmp, "/tmp/smk-facade-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmp));
-}
-
-static void rm_tmp(void)
-{
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    ck_assert_int_eq(system(cmd), 0);
-}
+#include "scratch.h"
 
 static int env_int(const char *name, int dflt)
 {
@@ -110,7 +97,7 @@ static int count_temps(const char *dir)
  */
 START_TEST(test_processes_extract_one_path)
 {
-    mk_tmp();
+    scratch_make("facade");
     int writers = env_int("SMK_STRESS_WRITERS", 64), rounds = env_int("SMK_STRESS_ROUNDS", 100);
     int readers = env_int("SMK_STRESS_READERS", 4);
     const struct smk_asset *a = smk_asset_get(SMK_ASSET_SUPERMACHINE_AGENT);
@@ -163,7 +150,7 @@ START_TEST(test_processes_extract_one_path)
     }
     ck_assert_int_eq(smk_verify_file(a->id, path), 0);
     ck_assert_int_eq(count_temps(tmp), 0);
-    rm_tmp();
+    ck_assert_int_eq(scratch_remove(), 0);
 }
 END_TEST
 
@@ -173,7 +160,7 @@ END_TEST
  */
 START_TEST(test_processes_cold_cache)
 {
-    mk_tmp();
+    scratch_make("facade");
     int procs = env_int("SMK_STRESS_WRITERS", 64), rounds = env_int("SMK_STRESS_ROUNDS", 100);
     const struct smk_asset *a = smk_asset_get(SMK_ASSET_SUPERMACHINE_AGENT);
     unsigned char *buf = malloc(a->size + 64);
@@ -215,7 +202,7 @@ START_TEST(test_processes_cold_cache)
     }
     free(buf);
     unsetenv("SMKERNEL_CACHE_DIR");
-    rm_tmp();
+    ck_assert_int_eq(scratch_remove(), 0);
 }
 END_TEST
 

@@ -28,6 +28,8 @@
 
 #include <smkernel.h>
 
+#include "../scratch.h"
+
 #include "interpose.h"
 
 const int fault_o_creat = O_CREAT;
@@ -37,7 +39,6 @@ const int fault_o_tmpfile = O_TMPFILE;
 const int fault_o_tmpfile = -1; /* matches no open(): only the named temporary exists here */
 #endif
 
-static char tmp[256];
 static unsigned long long rng_state;
 static unsigned long long seed;
 
@@ -57,8 +58,7 @@ static unsigned long long rnd(void)
 
 static void setup(void)
 {
-    snprintf(tmp, sizeof tmp, "/tmp/smk-faults-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmp));
+    scratch_make("faults");
     const char *s = getenv("SMK_FAULT_SEED");
     seed = s && *s ? strtoull(s, NULL, 0) : 0x5eedf00dull;
     rng_state = seed | 1;
@@ -69,19 +69,7 @@ static void setup(void)
 static void teardown(void)
 {
     fault_disarm();
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmp);
-}
-
-static char *at(const char *rel)
-{
-    static char buf[4][1024];
-    static int i;
-    char *p = buf[i++ % 4];
-    snprintf(p, 1024, "%s/%s", tmp, rel);
-    return p;
+    scratch_remove();
 }
 
 static const char old_bytes[] = "the previous complete file\n";

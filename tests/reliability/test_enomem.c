@@ -26,6 +26,8 @@
 
 #include <smkernel.h>
 
+#include "../scratch.h"
+
 #define LIMIT (512u * 1024)
 
 #if !defined(__SANITIZE_ADDRESS__)
@@ -77,29 +79,14 @@ static void limit_allocations(void)
 }
 #endif
 
-static char tmp[256];
-
 static void setup(void)
 {
-    snprintf(tmp, sizeof tmp, "/tmp/smk-enomem-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmp));
+    scratch_make("enomem");
 }
 
 static void teardown(void)
 {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmp);
-}
-
-static char *at(const char *rel)
-{
-    static char buf[4][1024];
-    static int i;
-    char *p = buf[i++ % 4];
-    snprintf(p, 1024, "%.255s/%.700s", tmp, rel);
-    return p;
+    scratch_remove();
 }
 
 static int ignore(void *ctx, const void *data, size_t len)

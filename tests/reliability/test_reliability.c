@@ -27,34 +27,21 @@
 
 #include <smkernel.h>
 
+#include "../scratch.h"
+
 /* Throwaway ids no account uses: the victim and the attacker. */
 #define VICTIM 61001
 #define ATTACKER 61002
 
-static char tmp[256];
-
 static void setup(void)
 {
-    snprintf(tmp, sizeof tmp, "/tmp/smk-rel-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmp));
+    scratch_make("rel");
     ck_assert_int_eq(chmod(tmp, 0755), 0); /* other users must reach what is inside */
 }
 
 static void teardown(void)
 {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmp);
-}
-
-static char *at(const char *rel)
-{
-    static char buf[8][1024];
-    static int i;
-    char *p = buf[i++ % 8];
-    snprintf(p, 1024, "%.255s/%.700s", tmp, rel);
-    return p;
+    scratch_remove();
 }
 
 static void need_root(void)
