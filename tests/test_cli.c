@@ -17,6 +17,7 @@
 #include <smkernel.h>
 
 #include "scratch.h"
+#include "run-suite.h"
 
 static char out[1 << 16], err[1 << 16];
 
@@ -346,9 +347,5 @@ int main(void)
     tcase_add_test(tc, test_options);
     tcase_add_test(tc, test_list_formats);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(s, CK_NORMAL);
 }

@@ -22,6 +22,7 @@
 #include <smkernel.h>
 
 #include "scratch.h"
+#include "run-suite.h"
 
 static int env_int(const char *name, int dflt)
 {
@@ -217,9 +218,5 @@ int main(void)
     tcase_add_test(conc, test_processes_extract_one_path);
     tcase_add_test(conc, test_processes_cold_cache);
     suite_add_tcase(s, conc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(s, CK_NORMAL);
 }

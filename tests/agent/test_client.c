@@ -20,6 +20,7 @@
 
 #include "agent-proto.h"
 #include "smkernel-agent.h"
+#include "../run-suite.h"
 
 static const char *agent_exe;
 static char dir[64];
@@ -683,9 +684,5 @@ int main(int argc, char **argv)
     tcase_add_test(tc, silent_peer_times_out);
     tcase_add_test(tc, serial_hangup_cancels_exec);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s, CK_ENV);
 }

@@ -30,6 +30,7 @@
 #include "agent-proto.h"
 #include "stream.h"
 #include "version.h"
+#include "../run-suite.h"
 
 static const char *agent;
 static char *wrapper[16];
@@ -1518,9 +1519,5 @@ int main(int argc, char **argv)
     for (char *w = strtok(wrap, " "); w && n_wrapper < 15; w = strtok(NULL, " "))
         wrapper[n_wrapper++] = w;
     signal(SIGPIPE, SIG_IGN);
-    SRunner *sr = srunner_create(e2e_suite());
-    srunner_run_all(sr, CK_ENV);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(e2e_suite(), CK_ENV);
 }

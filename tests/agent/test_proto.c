@@ -7,6 +7,7 @@
 
 #include "agent-proto.h"
 #include "stream.h"
+#include "../run-suite.h"
 
 static int bytes_eq(struct smk_bytes b, const void *p, size_t len)
 {
@@ -1509,9 +1510,5 @@ static Suite *proto_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(proto_suite());
-    srunner_run_all(sr, CK_ENV);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(proto_suite(), CK_ENV);
 }

@@ -31,6 +31,7 @@
 #include "../scratch.h"
 
 #include "interpose.h"
+#include "../run-suite.h"
 
 const int fault_o_creat = O_CREAT;
 #ifdef O_TMPFILE
@@ -535,9 +536,5 @@ int main(void)
         tcase_add_loop_test(tc, cases[i].test, 0, cases[i].loops);
         suite_add_tcase(s, tc);
     }
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(s, CK_NORMAL);
 }

@@ -27,6 +27,7 @@
 #include <smkernel.h>
 
 #include "../scratch.h"
+#include "../run-suite.h"
 
 #define LIMIT (512u * 1024)
 
@@ -210,9 +211,5 @@ int main(void)
         tcase_add_test(tc, test_rlimit_as);
 #endif
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(s, CK_NORMAL);
 }

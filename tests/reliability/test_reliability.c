@@ -28,6 +28,7 @@
 #include <smkernel.h>
 
 #include "../scratch.h"
+#include "../run-suite.h"
 
 /* Throwaway ids no account uses: the victim and the attacker. */
 #define VICTIM 61001
@@ -486,9 +487,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return run_suite(suite(), CK_NORMAL);
 }

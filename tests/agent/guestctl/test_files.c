@@ -25,6 +25,7 @@
 
 #include "agent.h"
 #include "guestctl.h"
+#include "../../run-suite.h"
 
 static const char *agent;
 static char *wrapper[16];
@@ -471,9 +472,5 @@ int main(int argc, char **argv)
     tcase_add_test(tc, agent_write_of_a_255_byte_name);
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(s, CK_ENV);
 }

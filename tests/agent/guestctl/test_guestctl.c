@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "guestctl.h"
+#include "../../run-suite.h"
 
 static char dir[64], etc[128], outside[128];
 
@@ -622,9 +623,5 @@ int main(void)
 
     if (geteuid() != 0)
         fprintf(stderr, "test-guestctl: not root: most tests fail (they need root)\n");
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(s, CK_ENV);
 }

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "guestctl.h"
+#include "../../run-suite.h"
 
 #define LINK "gc0"
 
@@ -472,12 +473,8 @@ int main(void)
     tc = tcase_create("parse");
     tcase_add_test(tc, ip_parse_reads_address_and_prefix);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
     if (geteuid() != 0)
         fprintf(stderr, "test-guestctl-net: not root: the network tests fail (they need to "
                         "create links in a network namespace of their own)\n");
-    srunner_run_all(sr, CK_ENV);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(s, CK_ENV);
 }
