@@ -32,7 +32,10 @@
 #endif
 #include <smkernel-aarch64.h>
 #else
-#error "smkernel supports only aarch64 (HVF) and x86_64 (KVM) hosts: no guest for this CPU"
+/* One line, in the words meson.build uses (tests/consumers compares them). */
+/* clang-format off */
+#error "smkernel supports only aarch64 (HVF) and x86_64 (KVM) hosts; no guest kernel is bundled for this cpu family"
+/* clang-format on */
 #endif
 
 #endif /* SMKERNEL_H */

@@ -8,7 +8,10 @@
 #define SMKERNEL_AARCH64_H
 
 #if !defined(__aarch64__)
-#error "smkernel-aarch64 holds the aarch64 (HVF) guest assets; this target is not aarch64"
+/* One line, in the words meson.build uses (tests/consumers compares them). */
+/* clang-format off */
+#error "smkernel-aarch64 holds the aarch64 (HVF) guest assets; this target is not aarch64. smkernel supports only aarch64 (HVF) and x86_64 (KVM) hosts; no guest kernel is bundled for this cpu family"
+/* clang-format on */
 #endif
 
 #include "smkernel-common.h"

@@ -7,7 +7,10 @@
 #define SMKERNEL_X86_64_H
 
 #if !defined(__x86_64__)
-#error "smkernel-x86_64 holds the x86_64 (KVM) guest assets; this target is not x86_64"
+/* One line, in the words meson.build uses (tests/consumers compares them). */
+/* clang-format off */
+#error "smkernel-x86_64 holds the x86_64 (KVM) guest assets; this target is not x86_64. smkernel supports only aarch64 (HVF) and x86_64 (KVM) hosts; no guest kernel is bundled for this cpu family"
+/* clang-format on */
 #endif
 
 #include "smkernel-common.h"
