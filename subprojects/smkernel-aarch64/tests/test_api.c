@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/tests/test_api.c by sync-shared sha256:e3af3dcf688a */
+/* GENERATED from smkernel-x86_64/tests/test_api.c by sync-shared sha256:f07dba206dda */
 /*
  * The sub-library's API tests (Check). Identical in both per-arch subprojects; what differs
  * comes from the generated SMK_HAVE_* macros of the arch header. SPDX-License-Identifier: MIT
@@ -261,7 +261,7 @@ START_TEST(test_extract_named_functions)
     ck_assert_int_eq(smk_extract_supermachine_agent_to_with_parents(at("e/a")), 0);
     ck_assert_int_eq(smk_verify_file(SMK_ASSET_SUPERMACHINE_AGENT, at("e/a")), 0);
     ck_assert_int_eq(smk_extract_init_oci_to(at("i")), 0);
-    ck_assert_int_eq(smk_extract_init_oci_to(at("d1/i")), -ENOENT);
+    ck_assert_int_eq(smk_extract_init_oci_to(at("n1/i")), -ENOENT);
     ck_assert_int_eq(smk_extract_init_oci_to_with_parents(at("f/i")), 0);
     ck_assert_int_eq(smk_verify_file(SMK_ASSET_INIT_OCI, at("f/i")), 0);
 #if defined(SMK_HAVE_BUSYBOX)

@@ -260,7 +260,7 @@ START_TEST(test_extract_named_functions)
     ck_assert_int_eq(smk_extract_supermachine_agent_to_with_parents(at("e/a")), 0);
     ck_assert_int_eq(smk_verify_file(SMK_ASSET_SUPERMACHINE_AGENT, at("e/a")), 0);
     ck_assert_int_eq(smk_extract_init_oci_to(at("i")), 0);
-    ck_assert_int_eq(smk_extract_init_oci_to(at("d1/i")), -ENOENT);
+    ck_assert_int_eq(smk_extract_init_oci_to(at("n1/i")), -ENOENT);
     ck_assert_int_eq(smk_extract_init_oci_to_with_parents(at("f/i")), 0);
     ck_assert_int_eq(smk_verify_file(SMK_ASSET_INIT_OCI, at("f/i")), 0);
 #if defined(SMK_HAVE_BUSYBOX)
