@@ -1,15 +1,15 @@
 /*
  * init-oci: PID 1 of the guest, on x86_64 and aarch64 alike.
  *
- * Implements the guest contract in assets/GUEST.md: builds the container root (an overlayfs whose lower layer is the
- * initramfs or the smk.root image, read-only and never modified, with a tmpfs
- * upper layer), API file systems, /dev links, cgroup2, lo up, the hostname;
- * switches into it, starts the agent (or smk.entrypoint) with a clean
- * environment and stays PID 1 to reap orphans. When the main child exits the
- * machine stops: on arm64 virt a power-off (PSCI SYSTEM_OFF, which ends qemu
- * with status 0); on x86_64, whose microVMs have no ACPI to power off with, a
- * reboot, which reboot=t on the command line and the VMM's -no-reboot turn into
- * the end of the machine.
+ * Implements the guest contract in assets/GUEST.md: builds the container root
+ * (an overlayfs whose lower layer is the initramfs or the smk.root image,
+ * read-only and never modified, with a tmpfs upper layer), API file systems,
+ * /dev links, cgroup2, lo up, the hostname; switches into it, starts the agent
+ * (or smk.entrypoint) with a clean environment and stays PID 1 to reap orphans.
+ * When the main child exits the machine stops: on arm64 virt a power-off (PSCI
+ * SYSTEM_OFF, which ends qemu with status 0); on x86_64, whose microVMs have no
+ * ACPI to power off with, a reboot, which reboot=t on the command line and the
+ * VMM's -no-reboot turn into the end of the machine.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -374,7 +374,7 @@ static void mount_lower_device(const struct knobs *k)
 
 /* The initramfs is the root and has busybox: busybox is its toolset. The applet
  * links go straight into the upper layer's /bin, before the overlay is mounted
- * (far cheaper than ~300 creates through overlayfs); the link named "busybox"
+ * (far cheaper than ~400 creates through overlayfs); the link named "busybox"
  * would point at itself and hide the real one underneath. */
 static void install_applets(void)
 {
