@@ -4,12 +4,12 @@
  * fetch. This facade header gives the API of the per-arch library this build ships:
  *
  *   both     smk_extract_kernel_to[_with_parents], smk_extract_supermachine_agent_to[...],
- *            SMK_KERNEL_LEN, SMK_SUPERMACHINE_AGENT_LEN, and the generic API of
+ *            smk_extract_init_oci_to[...], SMK_KERNEL_LEN, SMK_SUPERMACHINE_AGENT_LEN,
+ *            SMK_INIT_OCI_LEN (SMK_HAVE_INIT_OCI), and the generic API of
  *            <smkernel-common.h>: descriptors, smk_extract, smk_decompress, smk_stream,
  *            smk_verify_file, smk_asset_path, smk_write_initramfs, smk_strerror, smk_version
  *   x86_64   smk_extract_busybox_to[_with_parents], SMK_BUSYBOX_LEN       (SMK_HAVE_BUSYBOX)
- *   aarch64  smk_extract_init_oci_to[...], smk_extract_smpark_ko_to[...],
- *            SMK_INIT_OCI_LEN, SMK_SMPARK_KO_LEN              (SMK_HAVE_INIT_OCI, ..._SMPARK_KO)
+ *   aarch64  smk_extract_smpark_ko_to[...], SMK_SMPARK_KO_LEN     (SMK_HAVE_SMPARK_KO)
  *
  * SPDX-License-Identifier: MIT
  */

@@ -35,6 +35,7 @@ START_TEST(test_header_dispatch)
 #if defined(__x86_64__)
     ck_assert_str_eq(smk_arch(), "x86_64");
     ck_assert_int_eq(SMK_HAVE_BUSYBOX, 1);
+    ck_assert_int_eq(SMK_HAVE_INIT_OCI, 1);
     ck_assert_ptr_nonnull(smk_asset_get(SMK_ASSET_BUSYBOX));
     int (*arch_only)(const char *) = smk_extract_busybox_to;
 #elif defined(__aarch64__)

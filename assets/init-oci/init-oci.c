@@ -1,14 +1,15 @@
 /*
- * init-oci: PID 1 of the aarch64 guest.
+ * init-oci: PID 1 of the guest, on x86_64 and aarch64 alike.
  *
- * Implements the guest contract in assets/GUEST.md, as the x86_64 /init script
- * does: builds the container root (an overlayfs whose lower layer is the
- * initramfs or the smk.root image, read-only and never modified, with a tmpfs
- * upper layer), API file systems, /dev links, cgroup2, lo up, the hostname;
- * switches into it, starts the agent (or smk.entrypoint) with a clean
- * environment and stays PID 1 to reap orphans. When the main child exits the
- * machine powers off; on arm64 virt that is a PSCI SYSTEM_OFF, which ends qemu
- * with status 0.
+ * Implements the guest contract in assets/GUEST.md: builds the container root
+ * (an overlayfs whose lower layer is the initramfs or the smk.root image,
+ * read-only and never modified, with a tmpfs upper layer), API file systems,
+ * /dev links, cgroup2, lo up, the hostname; switches into it, starts the agent
+ * (or smk.entrypoint) with a clean environment and stays PID 1 to reap orphans.
+ * When the main child exits the machine stops: on arm64 virt a power-off (PSCI
+ * SYSTEM_OFF, which ends qemu with status 0); on x86_64, whose microVMs have no
+ * ACPI to power off with, a reboot, which reboot=t on the command line and the
+ * VMM's -no-reboot turn into the end of the machine.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -34,10 +35,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#define INIT_OCI_VERSION "1.1.0"
+#define INIT_OCI_VERSION "1.2.0"
 
 #define AGENT_PATH "/sbin/supermachine-agent"
 #define SMPARK_PATH "/lib/modules/smpark.ko"
+/* The x86_64 initramfs's toolset; none on aarch64. */
+#define BUSYBOX_PATH "/bin/busybox"
 
 /* Staging area on its own tmpfs, so nothing but the /run mountpoint is added to
  * the initramfs (which may itself become the lower layer). */
@@ -90,6 +93,10 @@ static void power_off(void)
 {
     sync();
     if (getpid() == 1) {
+#if defined(__x86_64__)
+        /* Without ACPI, RB_POWER_OFF only halts the CPU and leaves the VMM running. */
+        reboot(RB_AUTOBOOT);
+#endif
         reboot(RB_POWER_OFF);
         /* Returning from PID 1 would panic with a less useful message; if the
          * kernel refused to power off, the best remaining option is to halt. */
@@ -365,6 +372,30 @@ static void mount_lower_device(const struct knobs *k)
               strerror(errno));
 }
 
+/* The initramfs is the root and has busybox: busybox is its toolset. The applet
+ * links go straight into the upper layer's /bin, before the overlay is mounted
+ * (far cheaper than ~400 creates through overlayfs); the link named "busybox"
+ * would point at itself and hide the real one underneath. */
+static void install_applets(void)
+{
+    mkdir_p(UPPER "/bin", 0755);
+    pid_t pid = fork();
+    if (pid < 0)
+        fatal("fork: %s", strerror(errno));
+    if (pid == 0) {
+        execl(BUSYBOX_PATH, BUSYBOX_PATH, "--install", "-s", UPPER "/bin", (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            fatal("wait for busybox --install: %s", strerror(errno));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fatal("busybox --install -s " UPPER "/bin failed");
+    if (unlink(UPPER "/bin/busybox") < 0 && errno != ENOENT)
+        fatal("unlink " UPPER "/bin/busybox: %s", strerror(errno));
+}
+
 static void setup_root(const struct knobs *k)
 {
     do_mount("tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
@@ -380,6 +411,8 @@ static void setup_root(const struct knobs *k)
     if (k->root) {
         mount_lower_device(k);
         lower = LOWER_DEV;
+    } else if (access(BUSYBOX_PATH, X_OK) == 0) {
+        install_applets();
     }
     char opts[256];
     snprintf(opts, sizeof opts, "lowerdir=%s,upperdir=" UPPER ",workdir=" WORK, lower);
@@ -400,7 +433,7 @@ static struct extra_files *walk_list; /* nftw has no context argument */
 static int collect_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)ftw;
-    static const char *const own[] = {"/init", AGENT_PATH, SMPARK_PATH};
+    static const char *const own[] = {"/init", AGENT_PATH, SMPARK_PATH, BUSYBOX_PATH};
     static const char *const api[] = {"/proc/", "/sys/", "/dev/", "/run/"};
     if (flag != FTW_F || !S_ISREG(st->st_mode))
         return 0;

@@ -227,8 +227,8 @@ struct smk_initramfs_file {
 /*
  * Write a bootable initramfs (cpio "newc", uncompressed, byte-for-byte reproducible) for this
  * arch's kernel to path, atomically as smk_extract() does (flags: SMK_EXTRACT_PARENTS).
- *  x86_64:  /init (shell script run by busybox: overlayfs root, switch_root, starts the agent),
- *           /bin/busybox, /sbin/supermachine-agent
+ *  x86_64:  /init (init-oci: overlayfs root, switch_root, starts the agent), /bin/busybox,
+ *           /sbin/supermachine-agent
  *  aarch64: /init (init-oci), /sbin/supermachine-agent, /lib/modules/smpark.ko
  * plus /dev/console and the usual empty directories, then the n_extra caller files, which may
  * add to or replace those. A host_path file is copied as it is when opened; one whose size is 0

@@ -1,5 +1,6 @@
 /*
- * smkernel-x86_64: guest assets for x86_64 hosts (KVM): bzImage, supermachine-agent, busybox.
+ * smkernel-x86_64: guest assets for x86_64 hosts (KVM): bzImage, supermachine-agent, busybox,
+ * init-oci.
  * Include <smkernel.h> in arch-agnostic code; it includes this header on x86_64.
  * SPDX-License-Identifier: MIT
  */
@@ -23,6 +24,10 @@ extern "C" {
 /* Static busybox (the initramfs's shell and tools). Same contract as smk_extract(). */
 SMK_API int smk_extract_busybox_to(const char *path);
 SMK_API int smk_extract_busybox_to_with_parents(const char *path);
+
+/* init-oci: the guest's PID 1 (overlayfs container root, then the agent). As smk_extract(). */
+SMK_API int smk_extract_init_oci_to(const char *path);
+SMK_API int smk_extract_init_oci_to_with_parents(const char *path);
 
 /*
  * The kernel as an ELF vmlinux for VMMs that boot it through the PVH entry point (Firecracker

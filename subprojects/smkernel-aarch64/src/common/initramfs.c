@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/src/common/initramfs.c by sync-shared sha256:7a388908db89 */
+/* GENERATED from smkernel-x86_64/src/common/initramfs.c by sync-shared sha256:a6844daab45c */
 /*
  * The initramfs writer: a cpio "newc" archive, written with libarchive, whose entries have fixed
  * owners, times and inode numbers so the same inputs always give the same bytes. One generator
@@ -307,8 +307,7 @@ static int write_all_entries(struct writer *w, const struct smk_initramfs_file *
             continue;
         r = add_parents(w, e->guest_path);
         if (r == 0)
-            r = e->asset >= 0 ? add_asset(w, e->guest_path, e->asset, e->mode)
-                              : add_memory(w, e->guest_path, e->data, e->size, e->mode);
+            r = add_asset(w, e->guest_path, e->asset, e->mode);
     }
     for (size_t i = 0; r == 0 && i < n_extra; i++) {
         const struct smk_initramfs_file *f = &extra[i];

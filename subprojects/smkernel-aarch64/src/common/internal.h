@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/src/common/internal.h by sync-shared sha256:d0879684833e */
+/* GENERATED from smkernel-x86_64/src/common/internal.h by sync-shared sha256:c38ea4ad3759 */
 /* Internal interfaces shared by the library's source files. SPDX-License-Identifier: MIT */
 #ifndef SMK_INTERNAL_H
 #define SMK_INTERNAL_H
@@ -42,12 +42,10 @@ SMK_HIDDEN extern const size_t smk__asset_count;
 SMK_HIDDEN extern const char smk__arch[];
 SMK_HIDDEN extern const char smk__kernel_cmdline[];
 
-/* One file the arch puts in its initramfs: an asset, or embedded raw bytes. */
+/* One asset the arch puts in its initramfs, and where. */
 struct smk__layout_entry {
     const char *guest_path;
-    int asset;                 /* an enum smk_asset_id, or -1 for data/size */
-    const unsigned char *data; /* used when asset is -1 */
-    size_t size;
+    enum smk_asset_id asset;
     unsigned int mode;
 };
 SMK_HIDDEN extern const struct smk__layout_entry smk__initramfs_layout[];

@@ -306,8 +306,7 @@ static int write_all_entries(struct writer *w, const struct smk_initramfs_file *
             continue;
         r = add_parents(w, e->guest_path);
         if (r == 0)
-            r = e->asset >= 0 ? add_asset(w, e->guest_path, e->asset, e->mode)
-                              : add_memory(w, e->guest_path, e->data, e->size, e->mode);
+            r = add_asset(w, e->guest_path, e->asset, e->mode);
     }
     for (size_t i = 0; r == 0 && i < n_extra; i++) {
         const struct smk_initramfs_file *f = &extra[i];

@@ -41,12 +41,10 @@ SMK_HIDDEN extern const size_t smk__asset_count;
 SMK_HIDDEN extern const char smk__arch[];
 SMK_HIDDEN extern const char smk__kernel_cmdline[];
 
-/* One file the arch puts in its initramfs: an asset, or embedded raw bytes. */
+/* One asset the arch puts in its initramfs, and where. */
 struct smk__layout_entry {
     const char *guest_path;
-    int asset;                 /* an enum smk_asset_id, or -1 for data/size */
-    const unsigned char *data; /* used when asset is -1 */
-    size_t size;
+    enum smk_asset_id asset;
     unsigned int mode;
 };
 SMK_HIDDEN extern const struct smk__layout_entry smk__initramfs_layout[];
