@@ -1,9 +1,11 @@
-/* GENERATED from smkernel-x86_64/src/common/agent-restore.c by sync-shared sha256:b872321c91fd */
+/* GENERATED from smkernel-x86_64/src/common/agent-restore.c by sync-shared sha256:366661d590a4 */
 /*
  * smk_agent_after_restore (smkernel-agent-restore.h): the post-restore steps of
  * docs/SNAPSHOTS.md as one call over the public agent client.
  */
+#if defined(__linux__) && !defined(SMK_PORTABLE)
 #define _GNU_SOURCE
+#endif
 #include "smkernel-agent-restore.h"
 
 #include <errno.h>

@@ -5,7 +5,14 @@
  * agent-proto.c, the codec the agent itself uses. The guest agent's client mode is built
  * from this file too (assets/agent/build).
  */
+/* Linux gets vsock, getrandom and atomic socket flags; elsewhere (and in the portable build,
+ * which compiles this file as macOS does) the POSIX calls. */
+#if defined(__linux__) && !defined(SMK_PORTABLE)
 #define _GNU_SOURCE
+#define AGENT_LINUX 1
+#else
+#define AGENT_LINUX 0
+#endif
 #include "smkernel-agent.h"
 #include "agent-proto.h"
 
@@ -21,7 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#if defined(__linux__)
+#if AGENT_LINUX
 #include <linux/vm_sockets.h>
 #include <sys/random.h>
 #endif
@@ -366,7 +373,7 @@ int smk_agent_from_fd(int fd, int timeout_ms, struct smk_agent **out)
     /* Request ids start at a random point, so that replies meant for an earlier client of a
      * virtio-serial line are not taken for this one's. */
     uint32_t seed = 0;
-#if defined(__linux__)
+#if AGENT_LINUX
     if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed))
         seed = (uint32_t)now_ms() ^ ((uint32_t)getpid() << 16);
 #else
@@ -401,6 +408,26 @@ static int connect_fd(int fd, const struct sockaddr *sa, socklen_t len, int time
     return err ? -err : 0;
 }
 
+/* A close-on-exec, non-blocking stream socket of family, or -errno. */
+static int stream_socket(int family)
+{
+#if AGENT_LINUX
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    return fd < 0 ? -errno : fd;
+#else
+    int fd = socket(family, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -errno;
+    int fl = fcntl(fd, F_GETFL);
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+#endif
+}
+
 static int unix_socket(const char *path, int timeout_ms)
 {
     struct sockaddr_un un = {.sun_family = AF_UNIX};
@@ -409,9 +436,9 @@ static int unix_socket(const char *path, int timeout_ms)
     if (strlen(path) >= sizeof(un.sun_path))
         return -ENAMETOOLONG;
     strcpy(un.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int fd = stream_socket(AF_UNIX);
     if (fd < 0)
-        return -errno;
+        return fd;
     int r = connect_fd(fd, (struct sockaddr *)&un, sizeof(un), timeout_ms);
     if (r < 0) {
         close(fd);
@@ -435,12 +462,12 @@ int smk_agent_connect_vsock(uint32_t cid, uint32_t port, int timeout_ms, struct 
 {
     if (!out)
         return -EINVAL;
-#if defined(__linux__)
+#if AGENT_LINUX
     int64_t deadline = deadline_of(timeout_ms);
     struct sockaddr_vm vm = {.svm_family = AF_VSOCK, .svm_cid = cid, .svm_port = port};
-    int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int fd = stream_socket(AF_VSOCK);
     if (fd < 0)
-        return -errno;
+        return fd;
     int r = connect_fd(fd, (struct sockaddr *)&vm, sizeof(vm), timeout_ms);
     if (r < 0) {
         close(fd);

@@ -2,7 +2,9 @@
  * smk_agent_after_restore (smkernel-agent-restore.h): the post-restore steps of
  * docs/SNAPSHOTS.md as one call over the public agent client.
  */
+#if defined(__linux__) && !defined(SMK_PORTABLE)
 #define _GNU_SOURCE
+#endif
 #include "smkernel-agent-restore.h"
 
 #include <errno.h>
