@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/tests/test_api.c by sync-shared sha256:f07dba206dda */
+/* GENERATED from smkernel-x86_64/tests/test_api.c by sync-shared sha256:a1fe5fddf63e */
 /*
  * The sub-library's API tests (Check). Identical in both per-arch subprojects; what differs
  * comes from the generated SMK_HAVE_* macros of the arch header. SPDX-License-Identifier: MIT
@@ -503,8 +503,11 @@ START_TEST(test_extract_threads_one_path)
     enum { N = 8 };
     pthread_t th[N];
     struct race r[N];
+    /* One copy of the path for every thread: at()'s ring is reused after four calls. */
+    char path[1024];
+    snprintf(path, sizeof path, "%s", at("agent"));
     for (int i = 0; i < N; i++) {
-        r[i].path = at("agent");
+        r[i].path = path;
         ck_assert_int_eq(pthread_create(&th[i], NULL, race_thread, &r[i]), 0);
     }
     for (int i = 0; i < N; i++) {

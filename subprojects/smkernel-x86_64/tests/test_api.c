@@ -502,8 +502,11 @@ START_TEST(test_extract_threads_one_path)
     enum { N = 8 };
     pthread_t th[N];
     struct race r[N];
+    /* One copy of the path for every thread: at()'s ring is reused after four calls. */
+    char path[1024];
+    snprintf(path, sizeof path, "%s", at("agent"));
     for (int i = 0; i < N; i++) {
-        r[i].path = at("agent");
+        r[i].path = path;
         ck_assert_int_eq(pthread_create(&th[i], NULL, race_thread, &r[i]), 0);
     }
     for (int i = 0; i < N; i++) {
