@@ -1,4 +1,4 @@
-/* GENERATED from smkernel-x86_64/include/smkernel-common.h by sync-shared sha256:1a5ed2824351 */
+/* GENERATED from smkernel-x86_64/include/smkernel-common.h by sync-shared sha256:aeada2524b9c */
 /*
  * smkernel — pre-built guest assets (kernel, agent, helpers) for the supermachine microVM
  * runtime, embedded compressed in the library and extracted with libarchive.
@@ -61,7 +61,10 @@ struct smk_asset {
     const char *file_name;     /* conventional file name: "bzImage", "Image", "smpark.ko", ... */
     const unsigned char *blob; /* the embedded compressed bytes */
     size_t blob_size;          /* their length */
-    const char *codec;         /* how they are compressed, as libarchive names the filter */
+    const char *codec;         /* how they are packed: "zstd" (libarchive's name for it), or
+                                  "a64+zstd" (aarch64 kernel): zstd over the bytes passed through
+                                  the ARM64 branch filter of assets/README.md. Every call here
+                                  undoes both; a reader of .blob must too */
     uint64_t size;             /* decompressed length in bytes */
     unsigned char sha256[32];  /* SHA-256 of the decompressed bytes */
     const char *sha256_hex;    /* the same, 64 lowercase hex digits */

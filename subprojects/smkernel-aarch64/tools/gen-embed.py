@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# GENERATED from smkernel-x86_64/tools/gen-embed.py by sync-shared sha256:268e7b3e48ed
+# GENERATED from smkernel-x86_64/tools/gen-embed.py by sync-shared sha256:a43874b81f6e
 # SPDX-License-Identifier: MIT
 """Generate the embedding of a per-arch asset set from its manifest.
 
@@ -20,9 +20,6 @@ import sys
 
 import manifest
 from manifest import ident
-
-# The codec of a blob, by its ending: assets/pack writes zstd only, and decode.c decodes only that.
-CODECS = {".zst": "zstd"}
 
 
 def fail(msg):
@@ -63,9 +60,11 @@ def main():
         path = os.path.join(blobdir, r["blob"])
         if not os.path.isfile(path):
             fail(f"{a.manifest}: blob {r['blob']} is missing")
-        if os.path.splitext(r["blob"])[1] not in CODECS:
+        # The codec by the blob's ending (manifest.BLOB_CODECS); decode.c decodes only those.
+        r["codec"] = manifest.codec_of(r["blob"])
+        if r["codec"] is None:
             fail(f"{a.manifest}: blob {r['blob']}: no codec known for that ending "
-                 f"(known: {', '.join(CODECS)})")
+                 f"(known: {', '.join(end for end, _ in manifest.BLOB_CODECS)})")
         # The length of what .incbin embeds, whatever the manifest says: blobcheck compares the
         # two, and a test build without blobcheck must never read past a truncated blob.
         r["blob_size"] = str(os.path.getsize(path))
@@ -116,7 +115,6 @@ def main():
         c.append(f"extern const unsigned char {sym}[] SMK_HIDDEN;")
     c.append("")
     for r, (sym, _) in zip(rows, embeds):
-        ext = os.path.splitext(r["blob"])[1]
         digest = ", ".join(f"0x{r['sha256'][i:i + 2]}" for i in range(0, 64, 2))
         c += [f"static const struct smk_asset asset_{ident(r['name'])} = {{",
               f"    .id = {assets[r['name']]['enum']},",
@@ -124,7 +122,7 @@ def main():
               f"    .file_name = {c_str(r['file'])},",
               f"    .blob = {sym},",
               f"    .blob_size = {r['blob_size']}u,",
-              f"    .codec = {c_str(CODECS[ext])},",
+              f"    .codec = {c_str(r['codec'])},",
               f"    .size = {r['size']}u,",
               f"    .sha256 = {{{digest}}},",
               f"    .sha256_hex = {c_str(r['sha256'])},",

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# GENERATED from smkernel-x86_64/tools/manifest.py by sync-shared sha256:69ea69f787ef
+# GENERATED from smkernel-x86_64/tools/manifest.py by sync-shared sha256:b21d58e05d2b
 # SPDX-License-Identifier: MIT
 """The one reader (and writer) of the two asset tables, for every Python tool of the project.
 
@@ -21,6 +21,10 @@ MANIFEST_COLUMNS = ["name", "file", "blob", "size", "blob_size", "sha256", "mode
                     "license", "source"]
 REGISTRY_COLUMNS = ["name", "id", "file", "mode", "arches", "initramfs", "component"]
 ARCHES = ("x86_64", "aarch64")
+# The codec of a blob, by its file name's ending (assets/pack names them, gen-embed records the
+# codec in the asset table, decode.c and blobcheck.c decode it): zstd alone, or zstd over the
+# ARM64 branch filter (assets/README.md, "The a64 filter"). Longest ending first.
+BLOB_CODECS = ((".a64.zst", "a64+zstd"), (".zst", "zstd"))
 
 
 class Error(Exception):
@@ -61,6 +65,11 @@ def read_manifest(path):
             raise Error(f"{path}:{n}: blob must be a file name in the manifest's directory")
         rows.append(r)
     return rows
+
+
+def codec_of(blob):
+    """The codec of a blob file name by its ending, or None for an ending no decoder knows."""
+    return next((codec for end, codec in BLOB_CODECS if blob.endswith(end)), None)
 
 
 def manifest_text(rows):

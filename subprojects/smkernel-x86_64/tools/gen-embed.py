@@ -20,9 +20,6 @@ import sys
 import manifest
 from manifest import ident
 
-# The codec of a blob, by its ending: assets/pack writes zstd only, and decode.c decodes only that.
-CODECS = {".zst": "zstd"}
-
 
 def fail(msg):
     sys.exit(f"gen-embed: {msg}")
@@ -62,9 +59,11 @@ def main():
         path = os.path.join(blobdir, r["blob"])
         if not os.path.isfile(path):
             fail(f"{a.manifest}: blob {r['blob']} is missing")
-        if os.path.splitext(r["blob"])[1] not in CODECS:
+        # The codec by the blob's ending (manifest.BLOB_CODECS); decode.c decodes only those.
+        r["codec"] = manifest.codec_of(r["blob"])
+        if r["codec"] is None:
             fail(f"{a.manifest}: blob {r['blob']}: no codec known for that ending "
-                 f"(known: {', '.join(CODECS)})")
+                 f"(known: {', '.join(end for end, _ in manifest.BLOB_CODECS)})")
         # The length of what .incbin embeds, whatever the manifest says: blobcheck compares the
         # two, and a test build without blobcheck must never read past a truncated blob.
         r["blob_size"] = str(os.path.getsize(path))
@@ -115,7 +114,6 @@ def main():
         c.append(f"extern const unsigned char {sym}[] SMK_HIDDEN;")
     c.append("")
     for r, (sym, _) in zip(rows, embeds):
-        ext = os.path.splitext(r["blob"])[1]
         digest = ", ".join(f"0x{r['sha256'][i:i + 2]}" for i in range(0, 64, 2))
         c += [f"static const struct smk_asset asset_{ident(r['name'])} = {{",
               f"    .id = {assets[r['name']]['enum']},",
@@ -123,7 +121,7 @@ def main():
               f"    .file_name = {c_str(r['file'])},",
               f"    .blob = {sym},",
               f"    .blob_size = {r['blob_size']}u,",
-              f"    .codec = {c_str(CODECS[ext])},",
+              f"    .codec = {c_str(r['codec'])},",
               f"    .size = {r['size']}u,",
               f"    .sha256 = {{{digest}}},",
               f"    .sha256_hex = {c_str(r['sha256'])},",

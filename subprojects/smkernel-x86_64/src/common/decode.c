@@ -1,6 +1,8 @@
 /* Decompression of the embedded blobs through libarchive. SPDX-License-Identifier: MIT */
 #include "internal.h"
 
+#include "a64-filter.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -16,11 +18,21 @@
 /*
  * libarchive's "raw" format hands back the filter's output as one entry. Only the filter the
  * blob needs is enabled, so a corrupt header cannot steer libarchive into another decoder.
- * Every blob is zstd (assets/pack; gen-embed refuses any other).
+ * Every blob is zstd (assets/pack; gen-embed refuses any other codec): "zstd" alone, or
+ * "a64+zstd", zstd over the ARM64 branch filter (a64-filter.h), which smk__decode undoes.
  */
+#ifndef SMK_A64_FILTER
+#define SMK_A64_FILTER 0 /* set by meson.build when the manifest has an a64+zstd blob */
+#endif
+
+static bool is_a64(const char *codec)
+{
+    return SMK_A64_FILTER && strcmp(codec, "a64+zstd") == 0;
+}
+
 static int enable_filter(struct archive *ar, const char *codec)
 {
-    if (strcmp(codec, "zstd") == 0)
+    if (strcmp(codec, "zstd") == 0 || is_a64(codec))
         return archive_read_support_filter_zstd(ar);
     return ARCHIVE_FATAL;
 }
@@ -34,12 +46,15 @@ static int enable_filter(struct archive *ar, const char *codec)
  * check that costs as much time as the rest of the decode (docs/BENCHMARKS.md). The flag is read
  * from the blob itself: a flipped flag bit leaves 4 stray bytes that fail as a next frame, and
  * falls back to SHA-256 anyway. Any other codec (or a frame without the flag) is SHA-checked.
- * The build (tools/blobcheck.c) checks every blob against its SHA-256 in the manifest.
+ * Under the a64 filter the checksum covers the filtered bytes, and that is as good: the filter
+ * is one to one for a given length, so the output is right exactly when they are.
+ * The build (tools/blobcheck.c, unfiltering with this same a64-filter.h) checks every blob
+ * against its SHA-256 in the manifest.
  */
 static bool self_checked(const struct smk_asset *a)
 {
     static const unsigned char zstd_magic[4] = {0x28, 0xb5, 0x2f, 0xfd};
-    return strcmp(a->codec, "zstd") == 0 && a->blob_size > 5 &&
+    return (strcmp(a->codec, "zstd") == 0 || is_a64(a->codec)) && a->blob_size > 5 &&
            memcmp(a->blob, zstd_magic, sizeof zstd_magic) == 0 && (a->blob[4] & 0x04) != 0;
 }
 
@@ -75,6 +90,32 @@ int smk__archive_error(struct archive *ar)
     return -EBADMSG;
 }
 
+/* Where decoded (and unfiltered) bytes go: the SHA-256 when the blob needs it, then the caller
+ * in chunks of at most SMK_CHUNK. */
+struct output {
+    smk_write_fn cb;
+    void *ctx;
+    bool sha_needed;
+    struct sha256_ctx sha;
+};
+
+static int emit(void *ctx, const unsigned char *data, size_t len)
+{
+    struct output *o = ctx;
+    if (o->sha_needed)
+        sha256_update(&o->sha, len, data);
+    /* The filter's blocks are bounded by its own buffer; split anyway so callers can rely on
+     * SMK_CHUNK. */
+    for (size_t done = 0; done < len;) {
+        size_t n = len - done < SMK_CHUNK ? len - done : SMK_CHUNK;
+        int cr = o->cb(o->ctx, data + done, n);
+        if (cr != 0)
+            return cr < 0 ? cr : -EIO;
+        done += n;
+    }
+    return 0;
+}
+
 int smk__decode(const struct smk_asset *a, smk_write_fn cb, void *ctx)
 {
     struct archive *ar = archive_read_new();
@@ -82,6 +123,16 @@ int smk__decode(const struct smk_asset *a, smk_write_fn cb, void *ctx)
         return -ENOMEM;
 
     int ret = -EBADMSG;
+    unsigned char *a64_buf = NULL;
+    struct smk__a64_stream a64 = {.buf = NULL};
+    const bool filtered = is_a64(a->codec);
+    if (filtered) {
+        a64_buf = malloc(SMK_CHUNK);
+        if (!a64_buf) {
+            ret = -ENOMEM;
+            goto out;
+        }
+    }
     if (enable_filter(ar, a->codec) != ARCHIVE_OK ||
         archive_read_support_format_raw(ar) != ARCHIVE_OK) {
         ret = -ENOMEM;
@@ -97,9 +148,10 @@ int smk__decode(const struct smk_asset *a, smk_write_fn cb, void *ctx)
         goto out;
     }
 
-    const bool sha_needed = !self_checked(a);
-    struct sha256_ctx sha;
-    sha256_init(&sha);
+    struct output o = {.cb = cb, .ctx = ctx, .sha_needed = !self_checked(a)};
+    sha256_init(&o.sha);
+    if (filtered)
+        smk__a64_init(&a64, a64_buf, SMK_CHUNK, false, emit, &o);
     uint64_t total = 0;
     for (;;) {
         const void *chunk;
@@ -117,32 +169,32 @@ int smk__decode(const struct smk_asset *a, smk_write_fn cb, void *ctx)
         /* A blob that inflates past its manifest size is corrupt; stop before passing it on. */
         if (len > a->size - total)
             goto out;
-        if (sha_needed)
-            sha256_update(&sha, len, chunk);
         total += len;
-        /* The filter's blocks are bounded by its own buffer; split anyway so callers can rely
-         * on SMK_CHUNK. */
-        for (size_t done = 0; done < len;) {
-            size_t n = len - done < SMK_CHUNK ? len - done : SMK_CHUNK;
-            int cr = cb(ctx, (const unsigned char *)chunk + done, n);
-            if (cr != 0) {
-                ret = cr < 0 ? cr : -EIO;
-                goto out;
-            }
-            done += n;
+        int er = filtered ? smk__a64_feed(&a64, chunk, len) : emit(&o, chunk, len);
+        if (er != 0) {
+            ret = er;
+            goto out;
         }
     }
     if (total != a->size)
         goto out;
-    if (sha_needed) {
+    if (filtered) {
+        int er = smk__a64_finish(&a64);
+        if (er != 0) {
+            ret = er;
+            goto out;
+        }
+    }
+    if (o.sha_needed) {
         unsigned char digest[SHA256_DIGEST_SIZE];
-        sha256_digest(&sha, sizeof digest, digest);
+        sha256_digest(&o.sha, sizeof digest, digest);
         if (memcmp(digest, a->sha256, sizeof digest) != 0)
             goto out;
     }
     ret = 0;
 out:
     archive_read_free(ar);
+    free(a64_buf);
     return ret;
 }
 
