@@ -21,6 +21,7 @@ def main():
     ap.add_argument("--build-root", required=True)
     ap.add_argument("--bench", required=True, help="the bench program's path in the build")
     ap.add_argument("--lib", required=True, help="the shared library to strip and measure")
+    ap.add_argument("--strip", help="the strip for the library's arch (default: strip on PATH)")
     ap.add_argument("--rounds", default="11")
     ap.add_argument("--manifest", required=True)
     ap.add_argument("--pack", required=True, help="assets/pack (its codec settings)")
@@ -35,7 +36,7 @@ def main():
     wrapper = os.environ.get("SMK_BENCH_WRAPPER", "").split()
     with tempfile.TemporaryDirectory(prefix="smk-bench-") as tmp:
         stripped = ""
-        strip = shutil.which("strip")
+        strip = a.strip or shutil.which("strip")
         if strip and (a.lib.endswith(".so") or ".so." in a.lib):
             stripped = os.path.join(tmp, "libsmkernel-stripped.so")
             subprocess.run([strip, "-o", stripped, a.lib], check=True)
