@@ -242,13 +242,16 @@ START_TEST(test_symlink_planted_at_temp_name)
 }
 END_TEST
 
-/* A real kernel fault: RLIMIT_FSIZE makes write() fail with EFBIG (SIGXFSZ ignored). */
+/* A real kernel fault: RLIMIT_FSIZE makes write() fail with EFBIG (SIGXFSZ ignored), at the
+ * first byte, the second, the last and at random offsets between. */
 START_TEST(test_rlimit_fsize_efbig)
 {
     fault.no_tmpfile = _i;
     const struct smk_asset *k = smk_asset_get(SMK_ASSET_KERNEL);
-    for (int i = 0; i < 6; i++) {
-        long long limit = i == 0 ? 0 : (long long)(rnd() % k->size);
+    const long long edges[] = {0, 1, (long long)k->size - 1};
+    const int n_edges = (int)(sizeof edges / sizeof *edges);
+    for (int i = 0; i < n_edges + 4; i++) {
+        long long limit = i < n_edges ? edges[i] : (long long)(rnd() % k->size);
         bool exists = i % 2;
         unlink(at("target"));
         if (exists)
